@@ -1,0 +1,91 @@
+"""Settings: the one typed object that says where Viz keeps its data and how far it may go.
+
+Read once at the entry point (`viz` CLI callback, later the API server) from, in order of
+precedence: flags, environment variables `VIZ_*`, a `viz.toml` in the working directory, defaults.
+Components never read settings themselves; they take plain arguments.
+
+    VIZ_HOME=/srv/viz VIZ_DATABASE_URL=postgresql+psycopg://viz@127.0.0.1/viz viz db upgrade
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings", "DEFAULT_BASE_MODEL"]
+
+DEFAULT_BASE_MODEL = "smollm2-135m-instruct"
+
+
+class Settings(BaseSettings):
+    """Viz settings. Every field can be set as `VIZ_<FIELD>` or as `field = ...` in `viz.toml`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIZ_", toml_file="viz.toml", extra="forbid", frozen=True
+    )
+
+    home: Path = Path(".viz")
+    """Data folder: the SQLite database, content-addressed blobs and the model cache.
+    Default `./.viz` in the working directory, so a project's data sits beside it (like `.git`)."""
+
+    database_url: str = ""
+    """SQLAlchemy URL. Empty means `sqlite:///<home>/viz.db`. PostgreSQL:
+    `postgresql+psycopg://user:password@127.0.0.1:5432/viz`."""
+
+    default_base_model: str = DEFAULT_BASE_MODEL
+    """Base model used when a command names none."""
+
+    document_bytes_max: int = Field(default=20 * 1024 * 1024, gt=0)
+    """Largest document `viz documents add` accepts, in bytes."""
+
+    documents_per_add_max: int = Field(default=1000, gt=0)
+    """Most files one `viz documents add` call ingests."""
+
+    prompt_tokens_max: int = Field(default=4096, gt=0)
+    """Longest prompt (after the chat template) generation accepts, in tokens."""
+
+    generate_tokens_max: int = Field(default=2048, gt=0)
+    """Largest `--max-tokens` a generation may ask for."""
+
+    api_keys_per_account_max: int = Field(default=100, gt=0)
+    """Most active (unrevoked) API keys one account may hold."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def database_url_resolved(self) -> str:
+        """The database URL, with the SQLite default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'viz.db'}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Where document contents live, content-addressed by sha256."""
+        return self.home / "blobs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where converted base models are cached as safetensors folders."""
+        return self.home / "models"

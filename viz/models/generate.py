@@ -1,0 +1,217 @@
+"""Generation: chat template in, tokens streamed out, stopped cleanly.
+
+A plain decoding loop with a KV cache (no `model.generate`), so every caller (CLI, API, later the
+multi-adapter engine) gets the same control over stopping: generation ends at any end-of-turn
+token the tokenizer knows (`<|im_end|>`, `<|endoftext|>`, the config's eos ids) or at the first
+stop string, which is cut from the output, and text that might be the start of a stop string is
+held back until it is known not to be. Answers never ramble past their end into a new turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from viz.errors import InvalidInput, LimitExceeded
+
+__all__ = ["GenerationSettings", "TokenStream", "chat_prompt_ids", "generate_text"]
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>", "<|im_start|>")
+STOP_STRINGS_MAX = 8
+STOP_STRING_CHARS_MAX = 64
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to sample: temperature 0 means greedy (deterministic)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def check(self, *, max_tokens_limit: int) -> None:
+        """Raise InvalidInput / LimitExceeded naming every bad field at once."""
+        problems = []
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens is {self.max_tokens}; it must be at least 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            problems.append(f"temperature is {self.temperature}; use 0 (greedy) to 2")
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"top_p is {self.top_p}; use a value in (0, 1]")
+        if len(self.stop) > STOP_STRINGS_MAX:
+            problems.append(f"{len(self.stop)} stop strings; the maximum is {STOP_STRINGS_MAX}")
+        if any(not s or len(s) > STOP_STRING_CHARS_MAX for s in self.stop):
+            problems.append(f"stop strings must be 1-{STOP_STRING_CHARS_MAX} characters")
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        if self.max_tokens > max_tokens_limit:
+            raise LimitExceeded(
+                f"max_tokens {self.max_tokens} is over the limit of {max_tokens_limit} "
+                "(set VIZ_GENERATE_TOKENS_MAX to raise it)"
+            )
+
+
+def chat_prompt_ids(
+    tokenizer: Any, messages: Sequence[dict[str, str]], *, prompt_tokens_max: int
+) -> list[int]:
+    """Token ids of `messages` rendered with the tokenizer's chat template.
+
+    Raises:
+        InvalidInput: no messages, or an unknown role.
+        LimitExceeded: the rendered prompt is longer than `prompt_tokens_max`.
+    """
+    if not messages:
+        raise InvalidInput("no messages to answer; give a question")
+    roles = {"system", "user", "assistant"}
+    bad = [m.get("role") for m in messages if m.get("role") not in roles]
+    if bad:
+        raise InvalidInput(f"message role(s) {bad} not one of {sorted(roles)}")
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    ids = list(ids)
+    if len(ids) > prompt_tokens_max:
+        raise LimitExceeded(
+            f"prompt is {len(ids)} tokens; the limit is {prompt_tokens_max} "
+            "(shorten it or set VIZ_PROMPT_TOKENS_MAX)"
+        )
+    return ids
+
+
+@dataclass
+class TokenStream:
+    """Iterate to receive text pieces as they are generated; then read the totals.
+
+    `finish_reason` is "stop" (end of turn or stop string) or "length" (max_tokens reached).
+    """
+
+    model: Any
+    tokenizer: Any
+    prompt_ids: list[int]
+    settings: GenerationSettings
+    text: str = ""
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    _stop_ids: set[int] = field(default_factory=set)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    def __iter__(self) -> Iterator[str]:
+        import torch
+
+        assert self.finish_reason is None, "a TokenStream can be iterated once"
+        self._stop_ids = end_of_turn_ids(self.model, self.tokenizer)
+        generator = None
+        if self.settings.seed is not None:
+            generator = torch.Generator().manual_seed(self.settings.seed)
+        device = next(self.model.parameters()).device
+        next_input = torch.tensor([self.prompt_ids], device=device)
+        past = None
+        generated: list[int] = []
+        emitted = 0
+        with torch.inference_mode():
+            for _ in range(self.settings.max_tokens):
+                output = self.model(input_ids=next_input, past_key_values=past, use_cache=True)
+                past = output.past_key_values
+                token = _sample(output.logits[0, -1], self.settings, generator)
+                if token in self._stop_ids:
+                    self.finish_reason = "stop"
+                    break
+                generated.append(token)
+                self.completion_tokens += 1
+                next_input = torch.tensor([[token]], device=device)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    continue  # a multi-byte character is split across tokens: wait for the rest
+                cut = _find_stop(text, self.settings.stop, emitted)
+                if cut is not None:
+                    self.text = text[:cut]
+                    self.finish_reason = "stop"
+                    break
+                self.text = text
+                safe = len(text) - _held_back(text, self.settings.stop)
+                if safe > emitted:
+                    yield text[emitted:safe]
+                    emitted = safe
+            else:
+                self.finish_reason = "length"
+        if len(self.text) > emitted:
+            yield self.text[emitted:]
+
+
+def generate_text(
+    model: Any,
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    settings: GenerationSettings,
+    *,
+    prompt_tokens_max: int = 4096,
+    max_tokens_limit: int = 2048,
+) -> TokenStream:
+    """Check the request and return a stream; nothing runs until it is iterated.
+
+    >>> stream = generate_text(model, tokenizer, [{"role": "user", "content": "Hi"}], settings)
+    >>> answer = "".join(stream)
+    """
+    settings.check(max_tokens_limit=max_tokens_limit)
+    ids = chat_prompt_ids(tokenizer, messages, prompt_tokens_max=prompt_tokens_max)
+    return TokenStream(model, tokenizer, ids, settings)
+
+
+def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token id that ends an assistant turn for this model and tokenizer."""
+    ids: set[int] = set()
+    for source in (model.config, getattr(model, "generation_config", None)):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(v for v in value if isinstance(v, int))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocabulary = tokenizer.get_vocab()
+    ids.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
+    return ids
+
+
+def _sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
+    import torch
+
+    logits = logits.float()
+    if settings.temperature == 0.0:
+        return int(torch.argmax(logits))
+    probabilities = torch.softmax(logits / settings.temperature, dim=-1)
+    if settings.top_p < 1.0:
+        sorted_probabilities, order = torch.sort(probabilities, descending=True)
+        cumulative = torch.cumsum(sorted_probabilities, dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        outside = cumulative - sorted_probabilities >= settings.top_p
+        sorted_probabilities[outside] = 0.0
+        probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probabilities)
+    return int(torch.multinomial(probabilities, 1, generator=generator))
+
+
+def _find_stop(text: str, stops: Sequence[str], emitted: int) -> int | None:
+    """Index where the earliest stop string starts in `text`, searching only new text."""
+    positions = []
+    for stop in stops:
+        index = text.find(stop, max(0, emitted - len(stop) + 1))
+        if index >= 0:
+            positions.append(index)
+    return min(positions) if positions else None
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of `text` could begin a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest

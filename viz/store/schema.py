@@ -1,0 +1,123 @@
+"""Tables of the catalogue: accounts, API keys, documents, base models.
+
+The schema is defined once here; Alembic migrations in `migrations/versions/` create it, and a
+test checks the two agree on SQLite and PostgreSQL. Money and usage tables arrive with the ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["Base", "Account", "ApiKey", "Document", "DocumentTag", "BaseModel", "utc_now"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Account(Base):
+    """A person or firm; the same account can be a creator and a consumer."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # person | firm
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="account")
+
+
+class ApiKey(Base):
+    """An API key `viz_<key_id>_<secret>`: only the SHA-256 digest of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    account: Mapped[Account] = relationship(back_populates="api_keys")
+
+
+class Document(Base):
+    """A creator's source text: content-addressed, licensed, with usage permissions."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(String(500))
+    media_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    licence: Mapped[str] = mapped_column(String(500))
+    attribution: Mapped[str] = mapped_column(Text, default="")
+    # CAWG training-and-data-mining style permissions: "allowed" | "notAllowed".
+    ai_training: Mapped[str] = mapped_column(String(16))
+    ai_inference: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    owner: Mapped[Account] = relationship()
+    tags: Mapped[list[DocumentTag]] = relationship(
+        cascade="all, delete-orphan", order_by="DocumentTag.tag"
+    )
+
+
+class DocumentTag(Base):
+    __tablename__ = "document_tags"
+    __table_args__ = (UniqueConstraint("document_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class BaseModel(Base):
+    """A frozen pretrained LLM with its licence and the declared provenance of its training data."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    architecture: Mapped[str] = mapped_column(String(100))
+    parameter_count: Mapped[int] = mapped_column(BigInteger)
+    licence: Mapped[str] = mapped_column(String(500))
+    provenance_class: Mapped[str] = mapped_column(String(32))
+    provenance_sources: Mapped[str] = mapped_column(Text, default="")
+    source_kind: Mapped[str] = mapped_column(String(16))  # pypi | hf_folder | gguf | hub
+    source_ref: Mapped[str] = mapped_column(Text)
+    weights_sha256: Mapped[str] = mapped_column(String(64))
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
