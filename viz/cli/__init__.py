@@ -1,0 +1,89 @@
+"""The `viz` command: one group per concern, `viz <noun> <verb>`.
+
+Errors from the `VizError` tree become one-line messages and an exit code here, in one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+from viz.cli import account, db, documents, keys, models
+from viz.cli._context import CliState
+from viz.cli.generate import generate
+from viz.config import Settings
+from viz.errors import InvalidInput, VizError
+
+__all__ = ["app", "main"]
+
+HELP = """Viz: turn licensed text into paid, composable LLM skills.
+
+\b
+Examples, one per group:
+  viz account create ada                              accounts
+  viz keys create --account ada                       API keys (shown once)
+  viz documents add paper.txt --owner ada --licence CC-BY-4.0
+  viz models show smollm2-135m-instruct               base models
+  viz generate "What is the capital of France?"       answer offline
+  viz db upgrade                                      database schema
+
+Data lives in VIZ_HOME (default ./.viz); the database is VIZ_DATABASE_URL
+(default SQLite in VIZ_HOME).
+"""
+
+
+def fail(error: VizError) -> NoReturn:
+    """Print `error: <message>` on stderr and leave with the error's exit code."""
+    typer.echo(f"error: {error.message}", err=True)
+    raise typer.Exit(error.exit_code)
+
+
+class VizGroup(TyperGroup):
+    """The root group: the single place where Viz errors become CLI messages."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VizError as error:
+            fail(error)
+
+
+app = typer.Typer(
+    cls=VizGroup,
+    help=HELP,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+app.add_typer(account.app, name="account")
+app.add_typer(keys.app, name="keys")
+app.add_typer(documents.app, name="documents")
+app.add_typer(models.app, name="models")
+app.add_typer(db.app, name="db")
+app.command("generate")(generate)
+
+
+@app.callback()
+def root(
+    context: typer.Context,
+    home: Path | None = typer.Option(None, "--home", help="Data folder (overrides VIZ_HOME)"),
+) -> None:
+    """Read the settings once, for every command."""
+    overrides = {"home": home} if home is not None else {}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"VIZ_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        fail(InvalidInput(f"bad settings: {problems}"))
+    context.obj = CliState(settings)
+
+
+def main() -> None:
+    app()
