@@ -13,7 +13,9 @@ quantisation and bf16 compute, as in the QLoRA paper).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -30,6 +32,10 @@ __all__ = ["PRECISIONS", "LoadedModel", "ensure_cached", "load_model", "model_fo
 PRECISIONS = ("fp32", "bf16", "nf4")
 CACHE_MANIFEST = "viz-cache.json"
 CACHE_FORMAT = 1
+
+# bitsandbytes warns on import, on AVX512-BF16 CPUs, that it cannot fetch an optional kernel
+# from a hub; Viz runs offline by design and bitsandbytes falls back to its own CPU kernel.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @dataclass
@@ -141,6 +147,11 @@ def _convert_gguf(record: BaseModel, folder: Path) -> None:
             f"weights file {source} has sha256 {actual}, but {record.id!r} was registered with "
             f"{record.weights_sha256}; the file is corrupt or was replaced: reinstall it"
         )
+    print(
+        f"converting {record.id} from GGUF to a safetensors cache in {folder} "
+        "(once; about 20-30 s)",
+        file=sys.stderr,
+    )
     transformers = _quiet_transformers()
     staging = folder.with_name(folder.name + ".converting")
     shutil.rmtree(staging, ignore_errors=True)
