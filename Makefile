@@ -1,7 +1,7 @@
 # Viz: the two commands are `make demo` and `make test`.
 #   make test   create .venv, install everything, start a local PostgreSQL, run ruff and pytest
 #   make demo   run the whole path built so far on the embedded default (SQLite, offline model)
-#   make lint   ruff check + ruff format --check
+#   make lint   ruff check + ruff format --check + mypy viz
 #   make bench  benchmarks that print ratios (bench/results/ holds recorded runs)
 
 PYTHON ?= python3
@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check viz tests bench
 	$(BIN)/ruff format --check viz tests bench
+	$(BIN)/mypy viz
 
 # pytest exit code 5 (no tests collected) fails the target like any other failure.
 test: lint

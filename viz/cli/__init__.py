@@ -74,9 +74,8 @@ def root(
     home: Path | None = typer.Option(None, "--home", help="Data folder (overrides VIZ_HOME)"),
 ) -> None:
     """Read the settings once, for every command."""
-    overrides = {"home": home} if home is not None else {}
     try:
-        settings = Settings(**overrides)
+        settings = Settings() if home is None else Settings(home=home)
     except ValidationError as error:
         problems = "; ".join(
             f"VIZ_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
