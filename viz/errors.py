@@ -20,6 +20,7 @@ __all__ = [
     "Conflict",
     "LimitExceeded",
     "StorageCorrupt",
+    "Interrupted",
 ]
 
 
@@ -87,3 +88,10 @@ class StorageCorrupt(VizError):
 
     http_status = 500
     exit_code = 8
+
+
+class Interrupted(VizError):
+    """Long work (training) was stopped by the user; it left a checkpoint to resume from."""
+
+    http_status = 503
+    exit_code = 130

@@ -1,0 +1,72 @@
+"""Preparing a base for LoRA / QLoRA training (the QLoRA paper's recipe, section 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from viz.models.loading import load_folder
+
+__all__ = ["disable_cpu_repacking", "prepare_model", "training_device"]
+
+
+def training_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_model(
+    base_folder: Path,
+    *,
+    method: str,
+    rank: int,
+    alpha: int,
+    dropout: float,
+    target_modules: tuple[str, ...],
+    seed: int,
+) -> Any:
+    """Load the base (NF4 + double quantisation for qlora, fp32 for lora) and wrap it in LoRA.
+
+    Gradient checkpointing is on for both, as in QLoRA. The LoRA weights are initialised from
+    `seed`, so two runs with the same seed start from the same adapter.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model = load_folder(base_folder, "nf4" if method == "qlora" else "fp32")
+    if method == "qlora":
+        disable_cpu_repacking(model)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    else:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    model.config.use_cache = False
+    targets: str | list[str] = (
+        "all-linear" if target_modules == ("all-linear",) else list(target_modules)
+    )
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def disable_cpu_repacking(model: Any) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for its CPU inference kernel.
+
+    On AVX512-BF16 CPUs, bitsandbytes 0.50 repacks a `Linear4bit`'s weights during the first
+    forward pass without gradients (an evaluation, say); training afterwards silently gets no
+    gradient through the repacked layers. Turning the fast path off keeps training correct.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False

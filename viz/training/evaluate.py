@@ -1,0 +1,50 @@
+"""Perplexity of a model on token windows: the number a creator is paid for improving."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+__all__ = ["general_windows", "perplexity"]
+
+EVAL_BATCH = 4
+
+
+def perplexity(
+    model: Any, windows: Sequence[tuple[int, ...]], *, batch_size: int = EVAL_BATCH
+) -> float:
+    """exp(mean next-token negative log-likelihood) over every predicted token in `windows`."""
+    import torch
+
+    if not windows:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(windows), batch_size):
+            batch = torch.tensor(windows[start : start + batch_size], device=device)
+            logits = model(input_ids=batch).logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)),
+                batch[:, 1:].reshape(-1),
+                reduction="sum",
+            )
+            total_loss += float(loss)
+            total_tokens += batch[:, 1:].numel()
+    model.train(was_training)
+    return math.exp(total_loss / total_tokens)
+
+
+def general_windows(tokenizer: Any, sequence_length: int) -> list[tuple[int, ...]]:
+    """Windows of a fixed general-English sample (written for Viz, shipped in the package),
+    to measure how much an adapter costs on text outside its domain."""
+    from viz.training.dataset import windows
+
+    text = resources.files("viz.training").joinpath("general_sample.txt").read_text()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    length = min(sequence_length, len(ids))
+    return windows(ids, length, length // 4)

@@ -1,0 +1,298 @@
+"""The training loop: a plain function, read top to bottom (nanoGPT's train.py, torchtune).
+
+    result = train_adapter(name="qasper-nlp", account="ai2", base=record, base_folder=folder,
+                           training_set=training_set, config=TrainingConfig(steps=30),
+                           adapters_dir=home / "adapters")
+
+The run lives in `<adapters_dir>/.<name>.partial/` until it finishes; only then is the adapter
+folder renamed to `<adapters_dir>/<name>/`, so a half-written adapter never looks complete.
+Checkpoints every `checkpoint_every` steps (and on Ctrl-C) let `resume=True` continue to the same
+result as an uninterrupted run: the batch order is a function of (seed, step), and the random
+state is saved with the optimizer state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from viz.errors import Conflict, Interrupted, InvalidInput
+from viz.store.schema import BaseModel
+from viz.training._model import prepare_model, training_device
+from viz.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from viz.training.config import TrainingConfig, check_adapter_name
+from viz.training.dataset import TrainingSet, fingerprint
+from viz.training.evaluate import general_windows, perplexity
+from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
+
+__all__ = ["TrainingResult", "batch_indexes", "train_adapter"]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    folder: Path
+    manifest: dict[str, Any]
+
+
+def train_adapter(
+    *,
+    name: str,
+    account: str,
+    base: BaseModel,
+    base_folder: Path,
+    training_set: TrainingSet,
+    config: TrainingConfig,
+    adapters_dir: Path,
+    tokenizer: Any,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> TrainingResult:
+    """Train adapter `name` and write it to `<adapters_dir>/<name>/`.
+
+    Raises:
+        InvalidInput: bad config, or a resume that does not match the interrupted run.
+        Conflict: the adapter exists, or an interrupted run exists and `resume` is False.
+        Interrupted: Ctrl-C; a checkpoint was saved and `resume=True` continues.
+    """
+    import torch
+
+    config.check()
+    check_adapter_name(name)
+    final, work = adapters_dir / name, adapters_dir / f".{name}.partial"
+    run = _open_run(final, work, name, config, fingerprint(training_set), resume)
+    model = prepare_model(
+        base_folder,
+        method=config.method,
+        rank=config.rank,
+        alpha=config.alpha,
+        dropout=config.dropout,
+        target_modules=config.target_modules,
+        seed=config.seed,
+    )
+    optimizer, optimizer_name, note = make_optimizer(model, config.optimizer, config.learning_rate)
+    train = training_set.train_windows()
+    held_out = training_set.held_out_windows()
+    general = general_windows(tokenizer, config.sequence_length)
+    total_steps = config.steps or math.ceil(config.epochs * len(train) / config.batch_size)  # type: ignore[operator]
+
+    checkpoint = latest_checkpoint(work / "checkpoints") if resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer)
+        step, losses, before, elapsed = (
+            state["step"],
+            state["losses"],
+            state["before"],
+            state["elapsed_s"],
+        )
+    else:
+        with model.disable_adapter():
+            before = {
+                "held_out": perplexity(model, held_out),
+                "general": perplexity(model, general),
+            }
+        torch.manual_seed(config.seed + 1)
+        step, losses, elapsed = 0, [], 0.0
+
+    step, elapsed = _loop(
+        model,
+        optimizer,
+        train,
+        config,
+        total_steps,
+        step,
+        losses,
+        elapsed,
+        before,
+        work,
+        name,
+        show_progress,
+    )
+    after = {"held_out": perplexity(model, held_out), "general": perplexity(model, general)}
+    metrics = {
+        "held_out_perplexity_base": before["held_out"],
+        "held_out_perplexity_adapter": after["held_out"],
+        "general_perplexity_base": before["general"],
+        "general_perplexity_adapter": after["general"],
+        "train_loss_first": losses[0],
+        "train_loss_last": losses[-1],
+        "train_losses": losses,
+        "steps": step,
+        "train_tokens": step * config.batch_size * config.sequence_length,
+    }
+    run.update(
+        {
+            "optimizer": optimizer_name,
+            "optimizer_note": note,
+            "duration_s": elapsed,
+            "device": training_device(),
+            "resumed": checkpoint is not None,
+        }
+    )
+    lora = model.peft_config["default"].to_dict()
+    lora["target_modules"] = sorted(lora["target_modules"] or [])
+    manifest = build_manifest(
+        name=name,
+        account=account,
+        base=base,
+        config=config,
+        training_set=training_set,
+        lora_config=_jsonable(lora),
+        metrics=metrics,
+        run=run,
+    )
+    return TrainingResult(_publish(model, manifest, work, final), manifest)
+
+
+def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, str, str]:
+    """(optimizer, its name, a note when the wish could not be met) for the trainable params.
+
+    `auto` is paged AdamW 8-bit on CUDA (QLoRA's choice) and torch AdamW on CPU: paged
+    optimisers page their state to CPU memory through CUDA unified memory, which needs a GPU.
+    """
+    import torch
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    on_cuda = torch.cuda.is_available()
+    note = ""
+    if wanted == "auto":
+        wanted = "paged_adamw_8bit" if on_cuda else "adamw"
+    if wanted.startswith("paged") and not on_cuda:
+        note = f"{wanted} needs a CUDA GPU (bitsandbytes paged memory); using torch AdamW on CPU"
+        wanted = "adamw"
+    if wanted == "adamw":
+        return torch.optim.AdamW(parameters, lr=learning_rate), wanted, note
+    import bitsandbytes as bnb
+
+    paged = {
+        "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
+        "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
+    }[wanted]
+    return paged(parameters, lr=learning_rate), wanted, note
+
+
+def batch_indexes(windows: int, step: int, batch_size: int, seed: int) -> list[int]:
+    """Window indexes of batch `step`: epochs are shuffled by (seed, epoch), so any step's batch
+    can be recomputed after a resume."""
+    import torch
+
+    indexes, orders = [], {}
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(position, windows)
+        if epoch not in orders:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            orders[epoch] = torch.randperm(windows, generator=generator).tolist()
+        indexes.append(orders[epoch][offset])
+    return indexes
+
+
+def _loop(
+    model: Any,
+    optimizer: Any,
+    train: list[tuple[int, ...]],
+    config: TrainingConfig,
+    total_steps: int,
+    step: int,
+    losses: list[float],
+    elapsed: float,
+    before: dict[str, float],
+    work: Path,
+    name: str,
+    show_progress: bool,
+) -> tuple[int, float]:
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        desc=f"training {name}",
+        unit="step",
+        disable=not show_progress,
+        dynamic_ncols=True,
+    )
+    model.train()
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            work / "checkpoints",
+            step,
+            model,
+            optimizer,
+            {"losses": losses, "before": before, "elapsed_s": elapsed},
+        )
+
+    try:
+        while step < total_steps:
+            started = time.perf_counter()
+            rows = [
+                train[i] for i in batch_indexes(len(train), step, config.batch_size, config.seed)
+            ]
+            batch = torch.tensor(rows, device=device)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+            seconds = time.perf_counter() - started
+            elapsed += seconds
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{batch.numel() / seconds:.0f}")
+            if step % config.checkpoint_every == 0 or step == total_steps:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        raise Interrupted(
+            f"training of {name!r} interrupted at step {step}/{total_steps}; a checkpoint is "
+            f"saved: continue with the same command plus --resume"
+        ) from None
+    finally:
+        bar.close()
+    return step, elapsed
+
+
+def _open_run(
+    final: Path, work: Path, name: str, config: TrainingConfig, data: str, resume: bool
+) -> dict[str, Any]:
+    if final.exists():
+        raise Conflict(f"adapter {name!r} already exists at {final}; choose another --name")
+    run_file = work / "run.json"
+    wanted = {"config": config.as_dict(), "data_fingerprint": data}
+    if work.exists() and not resume:
+        raise Conflict(
+            f"an interrupted run of {name!r} is in {work}; continue it with --resume "
+            f"or delete that folder to start again"
+        )
+    if resume:
+        if not run_file.is_file():
+            raise InvalidInput(f"nothing to resume for {name!r}: no interrupted run in {work}")
+        recorded = json.loads(run_file.read_text())
+        if recorded != wanted:
+            raise InvalidInput(
+                f"--resume needs the same documents and settings as the "
+                f"interrupted run of {name!r} (recorded in {run_file})"
+            )
+    work.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(wanted, indent=2))
+    return {"data_fingerprint": data}
+
+
+def _publish(model: Any, manifest: dict[str, Any], work: Path, final: Path) -> Path:
+    staging = work / "adapter"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    (staging / "README.md").write_text(model_card(manifest))
+    staging.rename(final)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
