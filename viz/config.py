@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         return self.home / "blobs"
 
     @property
+    def adapters_dir(self) -> Path:
+        """Where trained adapters are written, one folder each."""
+        return self.home / "adapters"
+
+    @property
     def models_dir(self) -> Path:
         """Where converted base models are cached as safetensors folders."""
         return self.home / "models"

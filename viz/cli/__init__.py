@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from viz.cli import account, db, documents, keys, models
+from viz.cli import account, adapters, db, documents, keys, models
 from viz.cli._context import CliState
 from viz.cli.generate import generate
 from viz.config import Settings
@@ -28,6 +28,7 @@ Examples, one per group:
   viz keys create --account ada                       API keys (shown once)
   viz documents add paper.txt --owner ada --licence CC-BY-4.0
   viz models show smollm2-135m-instruct               base models
+  viz adapters train --name qa --account ada --tag nlp  train an adapter
   viz generate "What is the capital of France?"       answer offline
   viz db upgrade                                      database schema
 
@@ -64,6 +65,7 @@ app.add_typer(account.app, name="account")
 app.add_typer(keys.app, name="keys")
 app.add_typer(documents.app, name="documents")
 app.add_typer(models.app, name="models")
+app.add_typer(adapters.app, name="adapters")
 app.add_typer(db.app, name="db")
 app.command("generate")(generate)
 

@@ -26,6 +26,7 @@ __all__ = [
     "TrainingSet",
     "build_training_set",
     "fingerprint",
+    "tokenise_document",
     "select_documents",
     "windows",
 ]
@@ -149,7 +150,9 @@ def build_training_set(
     if problems:
         raise InvalidInput("; ".join(problems))
 
-    tokenised = [_tokenise(d, blobs_dir, tokenizer, sequence_length, overlap) for d in documents]
+    tokenised = [
+        tokenise_document(d, blobs_dir, tokenizer, sequence_length, overlap) for d in documents
+    ]
     tokenised.sort(key=lambda d: d.sha256)
     held_out_count = max(1, round(len(tokenised) * held_out_fraction))
     step = len(tokenised) / held_out_count
@@ -176,7 +179,7 @@ def windows(ids: list[int], sequence_length: int, overlap: int) -> list[tuple[in
     return [tuple(ids[start : start + sequence_length]) for start in starts]
 
 
-def _tokenise(
+def tokenise_document(
     document: Document, blobs_dir: Path, tokenizer: Any, sequence_length: int, overlap: int
 ) -> DocumentTokens:
     text = read_document_text(blobs_dir, document)

@@ -16,7 +16,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,34 +231,54 @@ def _loop(
             {"losses": losses, "before": before, "elapsed_s": elapsed},
         )
 
-    try:
-        while step < total_steps:
-            started = time.perf_counter()
-            rows = [
-                train[i] for i in batch_indexes(len(train), step, config.batch_size, config.seed)
-            ]
-            batch = torch.tensor(rows, device=device)
-            loss = model(input_ids=batch, labels=batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            seconds = time.perf_counter() - started
-            elapsed += seconds
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{batch.numel() / seconds:.0f}")
-            if step % config.checkpoint_every == 0 or step == total_steps:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        raise Interrupted(
-            f"training of {name!r} interrupted at step {step}/{total_steps}; a checkpoint is "
-            f"saved: continue with the same command plus --resume"
-        ) from None
-    finally:
-        bar.close()
+    with _stop_requests() as stop_requested:
+        try:
+            while step < total_steps:
+                if stop_requested():
+                    checkpoint()
+                    raise Interrupted(
+                        f"training of {name!r} interrupted at step {step}/{total_steps}; a "
+                        "checkpoint is saved: continue with the same command plus --resume"
+                    )
+                started = time.perf_counter()
+                indexes = batch_indexes(len(train), step, config.batch_size, config.seed)
+                batch = torch.tensor([train[i] for i in indexes], device=device)
+                loss = model(input_ids=batch, labels=batch).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step += 1
+                seconds = time.perf_counter() - started
+                elapsed += seconds
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{batch.numel() / seconds:.0f}")
+                if step % config.checkpoint_every == 0 or step == total_steps:
+                    checkpoint()
+        finally:
+            bar.close()
     return step, elapsed
+
+
+@contextmanager
+def _stop_requests() -> Iterator[Callable[[], bool]]:
+    """Turn Ctrl-C (SIGINT) into a request the loop honours between steps, so a checkpoint
+    never holds half an optimizer step. A second Ctrl-C stops at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _open_run(

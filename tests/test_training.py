@@ -1,0 +1,284 @@
+"""Adapters from documents: the data, the QLoRA trap, the output folder, resume and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import QASPER_PAPERS
+from viz.accounts import create_account
+from viz.documents import DocumentInput, add_documents
+from viz.errors import Forbidden, InvalidInput
+from viz.store import session_scope
+from viz.training import TrainingConfig, build_training_set, select_documents, windows
+from viz.training._model import prepare_model
+from viz.training.adapters import load_adapter
+
+PAPERS = sorted(QASPER_PAPERS.glob("*.txt"))[:3]
+DOCUMENT_LIMITS = {"document_bytes_max": 10**8, "documents_max": 100}
+
+
+def test_windows_overlap_and_keep_the_tail() -> None:
+    ids = list(range(10))
+
+    assert windows(ids, 4, 1) == [(0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9)]
+    assert windows(ids, 4, 0)[-1] == (6, 7, 8, 9)
+    assert windows(ids[:3], 4, 1) == []
+
+
+def test_documents_without_training_permission_or_of_others_are_refused(
+    sqlite_engine, tmp_path
+) -> None:
+    with session_scope(sqlite_engine) as session:
+        ada, bob = create_account(session, "ada"), create_account(session, "bob")
+        add_documents(session, tmp_path, ada, PAPERS[:1], DocumentInput("MIT"), **DOCUMENT_LIMITS)
+        add_documents(
+            session,
+            tmp_path,
+            ada,
+            PAPERS[1:2],
+            DocumentInput("MIT", ai_training="notAllowed"),
+            **DOCUMENT_LIMITS,
+        )
+        add_documents(session, tmp_path, bob, PAPERS[2:3], DocumentInput("MIT"), **DOCUMENT_LIMITS)
+
+        with pytest.raises(Forbidden) as raised:
+            select_documents(session, ada, document_ids=[1, 2, 3])
+
+    assert "document 2" in raised.value.message and "notAllowed" in raised.value.message
+    assert "document 3" in raised.value.message and "belongs to bob" in raised.value.message
+    assert "document 1" not in raised.value.message
+
+
+def test_the_split_is_by_whole_document(sqlite_engine, tmp_path, tokenizer) -> None:
+    with session_scope(sqlite_engine) as session:
+        ada = create_account(session, "ada")
+        add_documents(session, tmp_path, ada, PAPERS, DocumentInput("MIT"), **DOCUMENT_LIMITS)
+        documents = select_documents(session, ada, owners=[ada])
+    training_set = build_training_set(
+        documents,
+        tmp_path,
+        tokenizer,
+        sequence_length=64,
+        overlap=8,
+        held_out_fraction=0.3,
+        context_length=8192,
+    )
+
+    train_ids = {d.document_id for d in training_set.train}
+    held_ids = {d.document_id for d in training_set.held_out}
+    assert train_ids and held_ids and not train_ids & held_ids
+    assert train_ids | held_ids == {1, 2, 3}
+    with pytest.raises(InvalidInput, match="context"):
+        build_training_set(
+            documents,
+            tmp_path,
+            tokenizer,
+            sequence_length=9000,
+            overlap=8,
+            held_out_fraction=0.3,
+            context_length=8192,
+        )
+    with pytest.raises(InvalidInput, match="at least 2"):
+        build_training_set(
+            documents[:1],
+            tmp_path,
+            tokenizer,
+            sequence_length=64,
+            overlap=8,
+            held_out_fraction=0.3,
+            context_length=8192,
+        )
+
+
+def test_a_bad_config_names_every_problem() -> None:
+    with pytest.raises(InvalidInput) as raised:
+        TrainingConfig(method="magic", rank=0, dropout=1.5, batch_size=0).check()
+
+    for word in ("method", "rank", "dropout", "batch size"):
+        assert word in raised.value.message
+
+
+def test_qlora_gets_gradients_after_an_evaluation_pass(tiny_model_folder) -> None:
+    """bitsandbytes' CPU trap: an inference pass repacks 4-bit weights; training must still
+    learn afterwards (the loss falls on a repeated batch)."""
+    model = prepare_model(
+        tiny_model_folder,
+        method="qlora",
+        rank=8,
+        alpha=16,
+        dropout=0.0,
+        target_modules=("all-linear",),
+        seed=0,
+    )
+    batch = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=batch)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+
+    losses = []
+    for _ in range(8):
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+
+    assert losses[-1] < losses[0] - 0.5, losses
+
+
+# --- the CLI, end to end on a tiny registered base ---------------------------------------------
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, tiny_model_folder: Path) -> dict[str, str]:
+    """A data folder with account ai2, three papers and the tiny base registered as 'tiny'."""
+    env = {**os.environ, "VIZ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("VIZ_DATABASE_URL", None)
+    _viz(env, "account", "create", "ai2")
+    _viz(env, "documents", "add", *map(str, PAPERS), "--owner", "ai2", "--licence", "CC-BY-4.0")
+    _viz(
+        env,
+        "models",
+        "add",
+        str(tiny_model_folder),
+        "--id",
+        "tiny",
+        "--licence",
+        "MIT",
+        "--provenance",
+        "unknown",
+    )
+    return env
+
+
+TRAIN = [
+    "adapters",
+    "train",
+    "--account",
+    "ai2",
+    "--owner",
+    "ai2",
+    "--base",
+    "tiny",
+    "--method",
+    "lora",
+    "--sequence-length",
+    "32",
+    "--overlap",
+    "4",
+    "--batch-size",
+    "2",
+    "--learning-rate",
+    "1e-2",
+    "--checkpoint-every",
+    "2",
+]
+
+
+def test_train_writes_a_plain_peft_adapter_with_a_manifest(catalogue, tiny_model_folder) -> None:
+    result = _viz(catalogue, *TRAIN, "--name", "tiny-qa", "--steps", "6")
+    folder = Path(catalogue["VIZ_HOME"]) / "adapters" / "tiny-qa"
+
+    assert "held-out documents" in result.stdout
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "viz-manifest.json",
+    ]
+    assert not list(folder.parent.glob(".*partial"))
+    import json
+
+    manifest = json.loads((folder / "viz-manifest.json").read_text())
+    assert manifest["base"]["id"] == "tiny" and len(manifest["base"]["weights_sha256"]) == 64
+    assert {d["split"] for d in manifest["documents"]} == {"train", "held_out"}
+    assert all(d["licence"] == "CC-BY-4.0" for d in manifest["documents"])
+    assert manifest["metrics"]["steps"] == 6
+    assert "license: cc-by-4.0" in (folder / "README.md").read_text()
+
+    from peft import PeftModel
+
+    from viz.models.loading import load_folder
+
+    batch = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(1))
+    plain = PeftModel.from_pretrained(load_folder(tiny_model_folder, "fp32"), folder).eval()
+    ours = load_adapter(folder, load_folder(tiny_model_folder, "fp32"))
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=batch).logits, ours(input_ids=batch).logits)
+
+
+def test_ctrl_c_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(catalogue) -> None:
+    steps = ["--steps", "120"]
+    _viz(catalogue, *TRAIN, "--name", "straight", *steps)
+
+    home = Path(catalogue["VIZ_HOME"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "viz.cli", *TRAIN, "--name", "paused", *steps],
+        env=catalogue,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoints = home / "adapters" / ".paused.partial" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("step-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    assert not (home / "adapters" / "paused").exists()
+
+    _viz(catalogue, *TRAIN, "--name", "paused", *steps, "--resume")
+    straight = load_file(home / "adapters" / "straight" / "adapter_model.safetensors")
+    resumed = load_file(home / "adapters" / "paused" / "adapter_model.safetensors")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_training_refuses_bad_input_clearly(catalogue) -> None:
+    no_docs = _viz(catalogue, *TRAIN, "--name", "none", "--tag", "nothing", check=False)
+    zero_rank = _viz(catalogue, *TRAIN, "--name", "zero", "--rank", "0", check=False)
+    unknown_base = _viz(
+        catalogue,
+        "adapters",
+        "train",
+        "--name",
+        "x-y-z",
+        "--account",
+        "ai2",
+        "--owner",
+        "ai2",
+        "--base",
+        "nope",
+        check=False,
+    )
+
+    assert zero_rank.returncode == 2 and "rank is 0" in zero_rank.stderr
+    assert unknown_base.returncode == 3 and "known ids" in unknown_base.stderr
+    assert no_docs.returncode == 0 or "no documents" in no_docs.stderr
+
+
+def _viz(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "viz.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

@@ -1,0 +1,223 @@
+"""`viz adapters`: train LoRA / QLoRA adapters on catalogued documents and evaluate them."""
+
+from __future__ import annotations
+
+import typer
+
+from viz.accounts import get_account
+from viz.cli._context import session, state, table
+from viz.models import get_base_model
+from viz.models.loading import ensure_cached, load_folder
+from viz.training import (
+    TrainingConfig,
+    build_training_set,
+    general_windows,
+    perplexity,
+    select_documents,
+    train_adapter,
+)
+from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
+from viz.training.dataset import TrainingSet, tokenise_document
+
+app = typer.Typer(
+    help="Adapters: train on your documents, evaluate, list.\n\n"
+    "Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp"
+)
+
+
+@app.command("train")
+def train(
+    context: typer.Context,
+    name: str = typer.Option(..., help="Adapter name (3-64 chars of a-z 0-9 . _ -)"),
+    account: str = typer.Option(..., help="Training account: must own the documents"),
+    base: str | None = typer.Option(None, help="Base model id (default: the configured one)"),
+    documents: list[int] = typer.Option([], "--documents", "-d", help="Document id (repeat)"),
+    owner: list[str] = typer.Option([], help="All documents of this account (repeatable)"),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="All documents with this tag"),
+    method: str = typer.Option("qlora", help="qlora (NF4 base) or lora (fp32 base)"),
+    rank: int = typer.Option(8, help="LoRA rank"),
+    alpha: int = typer.Option(16, help="LoRA alpha"),
+    dropout: float = typer.Option(0.05, help="LoRA dropout"),
+    target_modules: list[str] = typer.Option(
+        ["all-linear"], "--target-module", help="Layers to adapt (repeatable)"
+    ),
+    learning_rate: float = typer.Option(1e-3, help="AdamW learning rate"),
+    steps: int | None = typer.Option(None, help="Optimizer steps (default 30 unless --epochs)"),
+    epochs: float | None = typer.Option(None, help="Passes over the training windows"),
+    batch_size: int = typer.Option(4, help="Windows per step"),
+    sequence_length: int = typer.Option(128, help="Tokens per window"),
+    overlap: int = typer.Option(16, help="Tokens shared by consecutive windows"),
+    held_out: float = typer.Option(0.25, help="Fraction of documents held out for evaluation"),
+    seed: int = typer.Option(0, help="Random seed (same seed, same adapter)"),
+    checkpoint_every: int = typer.Option(10, help="Save a resumable checkpoint every N steps"),
+    optimizer: str = typer.Option(
+        "auto", help="auto | adamw | paged_adamw_8bit | paged_adamw_32bit (paged needs CUDA)"
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
+) -> None:
+    """Train an adapter on documents you own whose ai_training permission is allowed.
+
+    Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp --steps 30
+    """
+    settings = state(context).settings
+    config = TrainingConfig(
+        method=method,
+        rank=rank,
+        alpha=alpha,
+        dropout=dropout,
+        target_modules=tuple(target_modules),
+        learning_rate=learning_rate,
+        steps=steps if steps is not None or epochs is not None else 30,
+        epochs=epochs,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        overlap=overlap,
+        held_out_fraction=held_out,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        optimizer=optimizer,
+    )
+    config.check()
+    with session(context) as database:
+        trainer = get_account(database, account)
+        owners = [get_account(database, name) for name in owner]
+        chosen = select_documents(
+            database, trainer, document_ids=documents, owners=owners, tags=tag
+        )
+        record = get_base_model(database, base or settings.default_base_model)
+    folder = ensure_cached(record, settings.models_dir)
+    tokenizer = _tokenizer(folder)
+    training_set = build_training_set(
+        chosen,
+        settings.blobs_dir,
+        tokenizer,
+        sequence_length=sequence_length,
+        overlap=overlap,
+        held_out_fraction=held_out,
+        context_length=_context_length(folder),
+    )
+    typer.echo(
+        f"training {name} ({method}) on {len(training_set.train)} document(s), "
+        f"{len(training_set.train_windows())} windows; holding out "
+        f"{len(training_set.held_out)} document(s)",
+        err=True,
+    )
+    result = train_adapter(
+        name=name,
+        account=account,
+        base=record,
+        base_folder=folder,
+        training_set=training_set,
+        config=config,
+        adapters_dir=settings.adapters_dir,
+        tokenizer=tokenizer,
+        resume=resume,
+    )
+    note = result.manifest["run"].get("optimizer_note")
+    if note:
+        typer.echo(f"note: {note}", err=True)
+    _print_metrics(result.manifest["metrics"])
+    typer.echo(f"adapter written to {result.folder}")
+
+
+@app.command("eval")
+def eval_(
+    context: typer.Context,
+    name: str = typer.Argument(..., help="Adapter name"),
+    documents: list[int] = typer.Option(
+        [], "--documents", "-d", help="Evaluate on these documents instead of the held-out ones"
+    ),
+) -> None:
+    """Re-run the before/after perplexity evaluation of an adapter.
+
+    Example: viz adapters eval qasper-nlp --documents 3
+    """
+    settings = state(context).settings
+    folder = adapter_folder(settings.adapters_dir, name)
+    manifest = read_manifest(folder)
+    ids = documents or [d["id"] for d in manifest["documents"] if d["split"] == "held_out"]
+    with session(context) as database:
+        record = get_base_model(database, manifest["base"]["id"])
+        trainer = get_account(database, manifest["creator"])
+        chosen = select_documents(database, trainer, document_ids=ids)
+    base_folder = ensure_cached(record, settings.models_dir)
+    tokenizer = _tokenizer(base_folder)
+    length = manifest["hyperparameters"]["sequence_length"]
+    overlap = manifest["hyperparameters"]["overlap"]
+    evaluation = TrainingSet(
+        (),
+        tuple(tokenise_document(d, settings.blobs_dir, tokenizer, length, overlap) for d in chosen),
+        length,
+        overlap,
+    )
+    model = load_adapter(folder, load_folder(base_folder, manifest["base"]["precision"]))
+    windows, general = evaluation.held_out_windows(), general_windows(tokenizer, length)
+    after = {"held_out": perplexity(model, windows), "general": perplexity(model, general)}
+    with model.disable_adapter():
+        before = {"held_out": perplexity(model, windows), "general": perplexity(model, general)}
+    _print_metrics(
+        {
+            "held_out_perplexity_base": before["held_out"],
+            "held_out_perplexity_adapter": after["held_out"],
+            "general_perplexity_base": before["general"],
+            "general_perplexity_adapter": after["general"],
+        }
+    )
+
+
+@app.command("list")
+def list_(context: typer.Context) -> None:
+    """List trained adapters.
+
+    Example: viz adapters list
+    """
+    rows = []
+    for folder in list_adapters(state(context).settings.adapters_dir):
+        manifest = read_manifest(folder)
+        metrics = manifest["metrics"]
+        rows.append(
+            [
+                manifest["name"],
+                manifest["creator"],
+                manifest["base"]["id"],
+                manifest["method"],
+                ",".join(manifest["licences"]),
+                f"{metrics['held_out_perplexity_base']:.2f} -> "
+                f"{metrics['held_out_perplexity_adapter']:.2f}",
+            ]
+        )
+    typer.echo(
+        table(rows, ["name", "creator", "base", "method", "licences", "held-out perplexity"])
+        if rows
+        else "no adapters yet; train one with: viz adapters train --name NAME ..."
+    )
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    rows = [
+        [
+            "held-out documents",
+            f"{metrics['held_out_perplexity_base']:.3f}",
+            f"{metrics['held_out_perplexity_adapter']:.3f}",
+            f"{metrics['held_out_perplexity_adapter'] / metrics['held_out_perplexity_base']:.3f}",
+        ],
+        [
+            "general sample",
+            f"{metrics['general_perplexity_base']:.3f}",
+            f"{metrics['general_perplexity_adapter']:.3f}",
+            f"{metrics['general_perplexity_adapter'] / metrics['general_perplexity_base']:.3f}",
+        ],
+    ]
+    typer.echo(table(rows, ["perplexity on", "base", "base+adapter", "adapter / base"]))
+
+
+def _tokenizer(folder):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _context_length(folder) -> int:  # type: ignore[no-untyped-def]
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048))
