@@ -266,4 +266,7 @@ def _quiet_transformers() -> Any:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*kernels.*")
+    # transformers 5 renames gradient checkpointing to activation checkpointing; PEFT still
+    # calls the old names, which only warn.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
     return transformers

@@ -9,6 +9,10 @@ from viz.models.loading import load_folder
 
 __all__ = ["disable_cpu_repacking", "prepare_model", "training_device"]
 
+# Non-reentrant activation checkpointing: the form PyTorch recommends, and it works with inputs
+# that do not require gradients.
+CHECKPOINTING = {"use_reentrant": False}
+
 
 def training_device() -> str:
     import torch
@@ -37,9 +41,11 @@ def prepare_model(
     model = load_folder(base_folder, "nf4" if method == "qlora" else "fp32")
     if method == "qlora":
         disable_cpu_repacking(model)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=CHECKPOINTING
+        )
     else:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
         model.enable_input_require_grads()
     model.config.use_cache = False
     targets: str | list[str] = (
