@@ -45,6 +45,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache
