@@ -211,6 +211,10 @@ def test_train_writes_a_plain_peft_adapter_with_a_manifest(catalogue, tiny_model
 
     from viz.models.loading import load_folder
 
+    evaluated = _viz(catalogue, "adapters", "eval", "tiny-qa")
+    assert "held-out documents" in evaluated.stdout and "general sample" in evaluated.stdout
+    assert "tiny-qa" in _viz(catalogue, "adapters", "list").stdout
+
     batch = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(1))
     plain = PeftModel.from_pretrained(load_folder(tiny_model_folder, "fp32"), folder).eval()
     ours = load_adapter(folder, load_folder(tiny_model_folder, "fp32"))
