@@ -12,12 +12,12 @@ from viz.training import (
     TrainingConfig,
     build_training_set,
     general_windows,
-    perplexity,
     select_documents,
     train_adapter,
 )
 from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
 from viz.training.dataset import TrainingSet, tokenise_document
+from viz.training.evaluate import perplexities
 
 app = typer.Typer(
     help="Adapters: train on your documents, evaluate, list.\n\n"
@@ -152,9 +152,8 @@ def eval_(
     )
     model = load_adapter(folder, load_folder(base_folder, manifest["base"]["precision"]))
     windows, general = evaluation.held_out_windows(), general_windows(tokenizer, length)
-    after = {"held_out": perplexity(model, windows), "general": perplexity(model, general)}
-    with model.disable_adapter():
-        before = {"held_out": perplexity(model, windows), "general": perplexity(model, general)}
+    after = perplexities(model, windows, general)
+    before = perplexities(model, windows, general, adapter=False)
     _print_metrics(
         {
             "held_out_perplexity_base": before["held_out"],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-__all__ = ["general_windows", "perplexity"]
+__all__ = ["general_windows", "perplexity", "perplexities"]
 
 EVAL_BATCH = 4
 
@@ -37,6 +37,20 @@ def perplexity(
             total_tokens += batch[:, 1:].numel()
     model.train(was_training)
     return math.exp(total_loss / total_tokens)
+
+
+def perplexities(
+    model: Any,
+    held_out: Sequence[tuple[int, ...]],
+    general: Sequence[tuple[int, ...]],
+    *,
+    adapter: bool = True,
+) -> dict[str, float]:
+    """Perplexity on the held-out and the general windows, with the PEFT adapter on or off."""
+    if adapter:
+        return {"held_out": perplexity(model, held_out), "general": perplexity(model, general)}
+    with model.disable_adapter():
+        return {"held_out": perplexity(model, held_out), "general": perplexity(model, general)}
 
 
 def general_windows(tokenizer: Any, sequence_length: int) -> list[tuple[int, ...]]:

@@ -31,7 +31,7 @@ from viz.training._model import prepare_model, training_device
 from viz.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from viz.training.config import TrainingConfig, check_adapter_name
 from viz.training.dataset import TrainingSet, fingerprint
-from viz.training.evaluate import general_windows, perplexity
+from viz.training.evaluate import general_windows, perplexities
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
 
 __all__ = ["TrainingResult", "batch_indexes", "train_adapter"]
@@ -94,11 +94,7 @@ def train_adapter(
             state["elapsed_s"],
         )
     else:
-        with model.disable_adapter():
-            before = {
-                "held_out": perplexity(model, held_out),
-                "general": perplexity(model, general),
-            }
+        before = perplexities(model, held_out, general, adapter=False)
         torch.manual_seed(config.seed + 1)
         step, losses, elapsed = 0, [], 0.0
 
@@ -116,7 +112,7 @@ def train_adapter(
         name,
         show_progress,
     )
-    after = {"held_out": perplexity(model, held_out), "general": perplexity(model, general)}
+    after = perplexities(model, held_out, general)
     metrics = {
         "held_out_perplexity_base": before["held_out"],
         "held_out_perplexity_adapter": after["held_out"],
