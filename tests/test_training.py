@@ -286,3 +286,23 @@ def _viz(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Comp
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+def test_two_processes_train_the_same_adapter_as_one(catalogue) -> None:
+    """torchrun + DDP (gloo on CPU): two processes with half the batch each average their
+    gradients to the single-process update (dropout off, so only summation order differs)."""
+    common = [*TRAIN, "--steps", "4", "--batch-size", "4", "--dropout", "0"]
+    _viz(catalogue, *common, "--name", "one-process")
+    _viz(catalogue, *common, "--name", "two-processes", "--nproc", "2")
+
+    adapters = Path(catalogue["VIZ_HOME"]) / "adapters"
+    one = load_file(adapters / "one-process" / "adapter_model.safetensors")
+    two = load_file(adapters / "two-processes" / "adapter_model.safetensors")
+    assert any("lora_B" in name and tensor.abs().max() > 0 for name, tensor in one.items())
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-3, atol=1e-5)
+    import json
+
+    manifest = json.loads((adapters / "two-processes" / "viz-manifest.json").read_text())
+    assert manifest["run"]["processes"] == 2
+    assert not list(adapters.glob(".*"))

@@ -17,7 +17,9 @@ from viz.training import (
 )
 from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
 from viz.training.dataset import TrainingSet, tokenise_document
+from viz.training.distributed import launch
 from viz.training.evaluate import perplexities
+from viz.training.trainer import TrainingResult
 
 app = typer.Typer(
     help="Adapters: train on your documents, evaluate, list.\n\n"
@@ -54,10 +56,15 @@ def train(
         "auto", help="auto | adamw | paged_adamw_8bit | paged_adamw_32bit (paged needs CUDA)"
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
+    nproc: int = typer.Option(
+        1,
+        help="Training processes (torchrun + DDP: gloo on CPU, nccl "
+        "on CUDA); the batch is split between them",
+    ),
 ) -> None:
     """Train an adapter on documents you own whose ai_training permission is allowed.
 
-    Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp --steps 30
+    Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp --steps 30 --nproc 2
     """
     settings = state(context).settings
     config = TrainingConfig(
@@ -102,7 +109,7 @@ def train(
         f"{len(training_set.held_out)} document(s)",
         err=True,
     )
-    result = train_adapter(
+    arguments = dict(
         name=name,
         account=account,
         base=record,
@@ -110,9 +117,14 @@ def train(
         training_set=training_set,
         config=config,
         adapters_dir=settings.adapters_dir,
-        tokenizer=tokenizer,
         resume=resume,
     )
+    if nproc > 1:
+        launch(nproc=nproc, **arguments)  # type: ignore[arg-type]
+        manifest = read_manifest(adapter_folder(settings.adapters_dir, name))
+        result = TrainingResult(settings.adapters_dir / name, manifest)
+    else:
+        result = train_adapter(tokenizer=tokenizer, **arguments)  # type: ignore[arg-type]
     note = result.manifest["run"].get("optimizer_note")
     if note:
         typer.echo(f"note: {note}", err=True)

@@ -34,7 +34,7 @@ from viz.training.dataset import TrainingSet, fingerprint
 from viz.training.evaluate import general_windows, perplexities
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
 
-__all__ = ["TrainingResult", "batch_indexes", "train_adapter"]
+__all__ = ["Ranks", "TrainingResult", "batch_indexes", "current_ranks", "train_adapter"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,16 @@ def train_adapter(
 
     config.check()
     check_adapter_name(name)
+    ranks = current_ranks()
+    if config.batch_size % ranks.world:
+        raise InvalidInput(
+            f"batch size {config.batch_size} does not split evenly over {ranks.world} "
+            "processes; use a multiple of --nproc"
+        )
     final, work = adapters_dir / name, adapters_dir / f".{name}.partial"
-    run = _open_run(final, work, name, config, fingerprint(training_set), resume)
+    data = fingerprint(training_set)
+    run = _open_run(final, work, name, config, data, resume) if ranks.main else {}
+    ranks.barrier()
     model = prepare_model(
         base_folder,
         method=config.method,
@@ -94,7 +102,7 @@ def train_adapter(
             state["elapsed_s"],
         )
     else:
-        before = perplexities(model, held_out, general, adapter=False)
+        before = perplexities(model, held_out, general, adapter=False) if ranks.main else {}
         torch.manual_seed(config.seed + 1)
         step, losses, elapsed = 0, [], 0.0
 
@@ -110,8 +118,12 @@ def train_adapter(
         before,
         work,
         name,
-        show_progress,
+        show_progress and ranks.main,
+        ranks,
     )
+    if not ranks.main:
+        ranks.barrier()  # wait for the main process to evaluate and publish
+        return TrainingResult(final, {})
     after = perplexities(model, held_out, general)
     metrics = {
         "held_out_perplexity_base": before["held_out"],
@@ -131,6 +143,7 @@ def train_adapter(
             "duration_s": elapsed,
             "device": training_device(),
             "resumed": checkpoint is not None,
+            "processes": ranks.world,
         }
     )
     lora = model.peft_config["default"].to_dict()
@@ -145,7 +158,9 @@ def train_adapter(
         metrics=metrics,
         run=run,
     )
-    return TrainingResult(_publish(model, manifest, work, final), manifest)
+    published = _publish(model, manifest, work, final)
+    ranks.barrier()
+    return TrainingResult(published, manifest)
 
 
 def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, str, str]:
@@ -203,11 +218,13 @@ def _loop(
     work: Path,
     name: str,
     show_progress: bool,
+    ranks: Ranks,
 ) -> tuple[int, float]:
     import torch
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    forward = ranks.wrap(model)
     bar = tqdm(
         total=total_steps,
         initial=step,
@@ -219,18 +236,19 @@ def _loop(
     model.train()
 
     def checkpoint() -> None:
-        save_checkpoint(
-            work / "checkpoints",
-            step,
-            model,
-            optimizer,
-            {"losses": losses, "before": before, "elapsed_s": elapsed},
-        )
+        if ranks.main:
+            save_checkpoint(
+                work / "checkpoints",
+                step,
+                model,
+                optimizer,
+                {"losses": losses, "before": before, "elapsed_s": elapsed},
+            )
 
     with _stop_requests() as stop_requested:
         try:
             while step < total_steps:
-                if stop_requested():
+                if ranks.any(stop_requested()):
                     checkpoint()
                     raise Interrupted(
                         f"training of {name!r} interrupted at step {step}/{total_steps}; a "
@@ -238,22 +256,82 @@ def _loop(
                     )
                 started = time.perf_counter()
                 indexes = batch_indexes(len(train), step, config.batch_size, config.seed)
-                batch = torch.tensor([train[i] for i in indexes], device=device)
-                loss = model(input_ids=batch, labels=batch).loss
+                mine = indexes[ranks.rank :: ranks.world]
+                batch = torch.tensor([train[i] for i in mine], device=device)
+                loss = forward(input_ids=batch, labels=batch).loss
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                losses.append(ranks.mean(loss.detach()))
                 step += 1
                 seconds = time.perf_counter() - started
                 elapsed += seconds
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{batch.numel() / seconds:.0f}")
+                tokens_per_second = batch.numel() * ranks.world / seconds
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tokens_per_second:.0f}")
                 if step % config.checkpoint_every == 0 or step == total_steps:
                     checkpoint()
         finally:
             bar.close()
     return step, elapsed
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a torch.distributed group (rank 0 of 1 when not distributed).
+
+    The main process (rank 0) evaluates, checkpoints and publishes; every process trains on its
+    slice of each batch, and DistributedDataParallel averages the gradients, so N processes
+    with batch B compute the same update as one process with batch B.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: Any) -> Any:
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if `flag` is true on any (so all stop at the same step)."""
+        if self.world == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([1 if flag else 0])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def mean(self, value: Any) -> float:
+        if self.world == 1:
+            return float(value.item())
+        import torch.distributed as dist
+
+        total = value.clone().float()
+        dist.all_reduce(total)
+        return float(total.item()) / self.world
+
+
+def current_ranks() -> Ranks:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size())
+    return Ranks()
 
 
 @contextmanager

@@ -1,0 +1,165 @@
+"""Multi-process training on an existing engine: torchrun + DistributedDataParallel.
+
+`viz adapters train --nproc N` selects and tokenises the documents once, writes the job to
+`<adapters_dir>/.<name>.job.json`, and starts N workers with torchrun (`--standalone`, so the
+rendezvous stays on this machine). Each worker joins a process group (gloo on CPU, nccl on CUDA)
+and runs the same `train_adapter` as a single process; rank 0 evaluates and publishes.
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 \\
+        -m viz.training.distributed .viz/adapters/.qasper-nlp.job.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from viz.errors import InvalidInput, LimitExceeded, VizError
+from viz.store.schema import BaseModel
+from viz.training.config import TrainingConfig
+from viz.training.dataset import DocumentTokens, TrainingSet
+
+__all__ = ["NPROC_MAX", "launch", "main"]
+
+NPROC_MAX = 64
+BASE_FIELDS = (
+    "id",
+    "architecture",
+    "parameter_count",
+    "licence",
+    "provenance_class",
+    "provenance_sources",
+    "source_kind",
+    "source_ref",
+    "weights_sha256",
+)
+
+
+def launch(
+    *,
+    nproc: int,
+    name: str,
+    account: str,
+    base: BaseModel,
+    base_folder: Path,
+    training_set: TrainingSet,
+    config: TrainingConfig,
+    adapters_dir: Path,
+    resume: bool,
+) -> None:
+    """Run `train_adapter` in `nproc` processes under torchrun; raise if it fails.
+
+    Raises:
+        LimitExceeded: more processes than NPROC_MAX.
+        VizError: a worker failed (its own message is on stderr above).
+    """
+    if not 2 <= nproc <= NPROC_MAX:
+        raise LimitExceeded(f"--nproc {nproc} must be between 2 and {NPROC_MAX}")
+    if config.batch_size % nproc:
+        raise InvalidInput(
+            f"batch size {config.batch_size} does not split evenly over "
+            f"{nproc} processes; use a multiple of --nproc"
+        )
+    adapters_dir.mkdir(parents=True, exist_ok=True)
+    job_file = adapters_dir / f".{name}.job.json"
+    job = {
+        "name": name,
+        "account": account,
+        "resume": resume,
+        "base": {field: getattr(base, field) for field in BASE_FIELDS},
+        "base_folder": str(base_folder),
+        "adapters_dir": str(adapters_dir),
+        "config": config.as_dict(),
+        "training_set": {
+            "sequence_length": training_set.sequence_length,
+            "overlap": training_set.overlap,
+            "train": [asdict(d) for d in training_set.train],
+            "held_out": [asdict(d) for d in training_set.held_out],
+        },
+    }
+    job_file.write_text(json.dumps(job))
+    threads = max(1, (os.cpu_count() or 1) // nproc)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "viz.training.distributed",
+        str(job_file),
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    try:
+        result = subprocess.run(command, env=environment)
+    finally:
+        job_file.unlink(missing_ok=True)
+    if result.returncode != 0:
+        error = VizError(
+            f"distributed training of {name!r} failed in a worker (exit code "
+            f"{result.returncode}); see the worker's message above"
+        )
+        error.exit_code = result.returncode if result.returncode < 128 else 1
+        raise error
+
+
+def main(job_file: str) -> int:
+    """A torchrun worker: join the group, train, leave. Returns the process exit code."""
+    import torch
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+
+    from viz.training.trainer import train_adapter
+
+    job = json.loads(Path(job_file).read_text())
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    try:
+        train_adapter(
+            name=job["name"],
+            account=job["account"],
+            base=BaseModel(**job["base"]),
+            base_folder=Path(job["base_folder"]),
+            training_set=_training_set(job),
+            config=_config(job["config"]),
+            adapters_dir=Path(job["adapters_dir"]),
+            tokenizer=AutoTokenizer.from_pretrained(job["base_folder"]),
+            resume=job["resume"],
+        )
+    except VizError as error:
+        if dist.get_rank() == 0:
+            print(f"error: {error.message}", file=sys.stderr)
+        return error.exit_code
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _config(values: dict[str, Any]) -> TrainingConfig:
+    return TrainingConfig(**{**values, "target_modules": tuple(values["target_modules"])})
+
+
+def _training_set(job: dict[str, Any]) -> TrainingSet:
+    data = job["training_set"]
+
+    def documents(items: list[dict[str, Any]]) -> tuple[DocumentTokens, ...]:
+        return tuple(
+            DocumentTokens(**{**d, "windows": tuple(tuple(w) for w in d["windows"])}) for d in items
+        )
+
+    return TrainingSet(
+        documents(data["train"]),
+        documents(data["held_out"]),
+        data["sequence_length"],
+        data["overlap"],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
