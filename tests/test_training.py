@@ -113,6 +113,7 @@ def test_qlora_gets_gradients_after_an_evaluation_pass(tiny_model_folder) -> Non
     model = prepare_model(
         tiny_model_folder,
         method="qlora",
+        precision="nf4",
         rank=8,
         alpha=16,
         dropout=0.0,
@@ -306,3 +307,25 @@ def test_two_processes_train_the_same_adapter_as_one(catalogue) -> None:
     manifest = json.loads((adapters / "two-processes" / "viz-manifest.json").read_text())
     assert manifest["run"]["processes"] == 2
     assert not list(adapters.glob(".*"))
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_reported_with_the_next_step() -> None:
+    from viz.errors import LimitExceeded
+    from viz.training.checkpoint import writing
+
+    with (
+        pytest.raises(LimitExceeded, match="no space left.*--resume"),
+        writing(Path("/dev/full"), "run the same command with --resume"),
+        open("/dev/full", "wb") as device,
+    ):
+        device.write(b"x" * 65536)
+        device.flush()
+
+
+def test_base_precision_must_fit_the_method() -> None:
+    with pytest.raises(InvalidInput, match="does not go with method"):
+        TrainingConfig(method="qlora", base_precision="bf16").check()
+
+    assert TrainingConfig(method="lora", base_precision="bf16").precision == "bf16"
+    assert TrainingConfig(method="qlora").precision == "nf4"

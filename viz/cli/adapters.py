@@ -37,6 +37,9 @@ def train(
     owner: list[str] = typer.Option([], help="All documents of this account (repeatable)"),
     tag: list[str] = typer.Option([], "--tag", "-t", help="All documents with this tag"),
     method: str = typer.Option("qlora", help="qlora (NF4 base) or lora (fp32 base)"),
+    base_precision: str | None = typer.Option(
+        None, help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora)"
+    ),
     rank: int = typer.Option(8, help="LoRA rank"),
     alpha: int = typer.Option(16, help="LoRA alpha"),
     dropout: float = typer.Option(0.05, help="LoRA dropout"),
@@ -69,6 +72,7 @@ def train(
     settings = state(context).settings
     config = TrainingConfig(
         method=method,
+        base_precision=base_precision,
         rank=rank,
         alpha=alpha,
         dropout=dropout,

@@ -99,18 +99,21 @@ def load_model(
     return LoadedModel(record.id, precision, model, tokenizer, folder)
 
 
-def load_folder(folder: Path, precision: str) -> Any:
-    """Load a safetensors model folder in `precision`, in eval mode."""
+def load_folder(folder: Path, precision: str, *, device: str = "cpu") -> Any:
+    """Load a safetensors model folder in `precision` on `device`, in eval mode."""
     import torch
 
     transformers = _quiet_transformers()
-    options: dict[str, Any] = {"dtype": torch.float32, "use_safetensors": True}
+    options: dict[str, Any] = {
+        "dtype": torch.float32,
+        "use_safetensors": True,
+        "device_map": device,
+    }
     if precision == "bf16":
         options["dtype"] = torch.bfloat16
     elif precision == "nf4":
         options["dtype"] = torch.bfloat16
         options["quantization_config"] = nf4_config()
-        options["device_map"] = "cpu"
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, **options)
     model.eval()
     return model

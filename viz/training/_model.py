@@ -24,13 +24,15 @@ def prepare_model(
     base_folder: Path,
     *,
     method: str,
+    precision: str,
     rank: int,
     alpha: int,
     dropout: float,
     target_modules: tuple[str, ...],
     seed: int,
 ) -> Any:
-    """Load the base (NF4 + double quantisation for qlora, fp32 for lora) and wrap it in LoRA.
+    """Load the base in `precision` (nf4 with double quantisation for qlora, fp32 or bf16 for
+    lora) on the training device and wrap it in LoRA.
 
     Gradient checkpointing is on for both, as in QLoRA. The LoRA weights are initialised from
     `seed`, so two runs with the same seed start from the same adapter.
@@ -38,7 +40,7 @@ def prepare_model(
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    model = load_folder(base_folder, "nf4" if method == "qlora" else "fp32")
+    model = load_folder(base_folder, precision, device=training_device())
     if method == "qlora":
         disable_cpu_repacking(model)
         model = prepare_model_for_kbit_training(

@@ -7,18 +7,39 @@ interrupted write never leaves a checkpoint that looks complete.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from viz.errors import InvalidInput
+from viz.errors import InvalidInput, LimitExceeded, VizError
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "writing"]
 
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINTS_KEPT = 2
+
+
+@contextmanager
+def writing(path: Path, then: str) -> Iterator[None]:
+    """Turn a failed write under `path` (disk full, permissions) into a message with a next step.
+
+    Raises:
+        LimitExceeded: no space left (or quota exceeded).
+        VizError: any other OS error while writing.
+    """
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise LimitExceeded(
+                f"no space left on the device while writing {path}; free some space, then {then}"
+            ) from error
+        raise VizError(f"cannot write {path}: {error.strerror or error}; {then}") from error
 
 
 def save_checkpoint(

@@ -11,6 +11,7 @@ from viz.errors import InvalidInput, LimitExceeded
 __all__ = ["METHODS", "TrainingConfig", "check_adapter_name"]
 
 METHODS = ("qlora", "lora")
+BASE_PRECISIONS = {"qlora": ("nf4",), "lora": ("fp32", "bf16")}
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_8bit", "paged_adamw_32bit")
 RANK_MAX = 256
 STEPS_MAX = 100_000
@@ -23,6 +24,7 @@ class TrainingConfig:
     """How to train one adapter. `steps` wins over `epochs` when both are set."""
 
     method: str = "qlora"
+    base_precision: str | None = None  # None: nf4 for qlora, fp32 for lora
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
@@ -43,6 +45,12 @@ class TrainingConfig:
         problems = []
         if self.method not in METHODS:
             problems.append(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.base_precision not in (None, *BASE_PRECISIONS.get(self.method, ())):
+            allowed = " or ".join(BASE_PRECISIONS.get(self.method, ()))
+            problems.append(
+                f"base precision {self.base_precision!r} does not go with method {self.method!r}"
+                f" (use {allowed})"
+            )
         if self.rank <= 0:
             problems.append(f"rank is {self.rank}; it must be a positive integer (e.g. 8)")
         if self.alpha <= 0:
@@ -75,6 +83,13 @@ class TrainingConfig:
         for value, maximum, name in limits:
             if value > maximum:
                 raise LimitExceeded(f"{name} {value} is over the maximum of {maximum}")
+
+    @property
+    def precision(self) -> str:
+        """The precision the base is loaded in for training."""
+        if self.base_precision is not None:
+            return self.base_precision
+        return "nf4" if self.method == "qlora" else "fp32"
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

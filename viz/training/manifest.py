@@ -58,7 +58,7 @@ def build_manifest(
             "weights_sha256": base.weights_sha256,
             "licence": base.licence,
             "provenance": base.provenance_class,
-            "precision": "nf4" if config.method == "qlora" else "fp32",
+            "precision": config.precision,
         },
         "method": config.method,
         "lora": lora_config,

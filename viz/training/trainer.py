@@ -28,7 +28,12 @@ from typing import Any
 from viz.errors import Conflict, Interrupted, InvalidInput
 from viz.store.schema import BaseModel
 from viz.training._model import prepare_model, training_device
-from viz.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from viz.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    writing,
+)
 from viz.training.config import TrainingConfig, check_adapter_name
 from viz.training.dataset import TrainingSet, fingerprint
 from viz.training.evaluate import general_windows, perplexities
@@ -80,6 +85,7 @@ def train_adapter(
     model = prepare_model(
         base_folder,
         method=config.method,
+        precision=config.precision,
         rank=config.rank,
         alpha=config.alpha,
         dropout=config.dropout,
@@ -158,7 +164,8 @@ def train_adapter(
         metrics=metrics,
         run=run,
     )
-    published = _publish(model, manifest, work, final)
+    with writing(work, "run the same command with --resume (the last checkpoint is kept)"):
+        published = _publish(model, manifest, work, final)
     ranks.barrier()
     return TrainingResult(published, manifest)
 
@@ -236,7 +243,9 @@ def _loop(
     model.train()
 
     def checkpoint() -> None:
-        if ranks.main:
+        if not ranks.main:
+            return
+        with writing(work / "checkpoints", "run the same command with --resume"):
             save_checkpoint(
                 work / "checkpoints",
                 step,
