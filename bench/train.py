@@ -1,4 +1,4 @@
-"""Training benchmark: NF4-QLoRA vs fp32-LoRA on the default base, same data and batch.
+"""Training benchmark: NF4-QLoRA vs bf16-LoRA vs fp32-LoRA on the default base, same data.
 
     python bench/train.py                # ~4 min on 2 CPU cores
     python bench/train.py --steps 4      # quicker
@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PAPERS = ["1503.00841.txt", "1601.02403.txt", "1603.01514.txt"]
 NF4_BITS_PER_WEIGHT = 4 + 8 / 64 + 32 / (64 * 256)
+# variant -> (method, base precision)
+VARIANTS = {"lora-fp32": ("lora", "fp32"), "lora-bf16": ("lora", "bf16"), "qlora": ("qlora", "nf4")}
 
 
 def main() -> None:
@@ -42,7 +44,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    parser.add_argument("--variant", choices=["qlora", "lora"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -51,7 +53,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     home = Path(tempfile.mkdtemp(prefix="viz-bench-train-"))
     try:
-        report(args, {variant: child(args, variant, home) for variant in ("lora", "qlora")})
+        report(args, {variant: child(args, variant, home) for variant in VARIANTS})
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -117,8 +119,10 @@ def run_variant(args: argparse.Namespace) -> dict:
         held_out_fraction=0.25,
         context_length=8192,
     )
+    method, precision = VARIANTS[args.variant]
     config = TrainingConfig(
-        method=args.variant,
+        method=method,
+        base_precision=precision,
         steps=args.steps,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
@@ -145,27 +149,34 @@ def run_variant(args: argparse.Namespace) -> dict:
         "perplexity_adapter": metrics["held_out_perplexity_adapter"],
         "general_base": metrics["general_perplexity_base"],
         "general_adapter": metrics["general_perplexity_adapter"],
-        "base_bytes": estimates["nf4" if args.variant == "qlora" else "fp32"],
+        "base_bytes": estimates[precision],
         "bf16_bytes": estimates["bf16"],
     }
 
 
 def report(args: argparse.Namespace, results: dict[str, dict]) -> None:
-    lora, qlora = results["lora"], results["qlora"]
-    print("# viz training benchmark (CPU): NF4-QLoRA vs fp32-LoRA, same data and batch")
+    qlora = results["qlora"]
+    print("# viz training benchmark (CPU): NF4-QLoRA vs bf16-LoRA vs fp32-LoRA, same data")
     print(
         f"steps {args.steps}, batch {args.batch_size} x {args.sequence_length} tokens, "
         f"{os.cpu_count()} CPU cores"
     )
     for name, r in results.items():
         print(
-            f"{name:6} {r['seconds_per_step']:.2f} s/step, peak RSS "
+            f"{name:9} {r['seconds_per_step']:.2f} s/step, peak RSS "
             f"{r['peak_rss_bytes'] / 2**20:.0f} MiB, base {r['base_bytes'] / 2**20:.1f} MiB, "
             f"held-out perplexity {r['perplexity_base']:.2f} -> {r['perplexity_adapter']:.2f}, "
             f"general {r['general_base']:.2f} -> {r['general_adapter']:.2f}"
         )
-    print(f"s/step qlora / lora: {qlora['seconds_per_step'] / lora['seconds_per_step']:.2f}")
-    print(f"peak RSS qlora / lora: {qlora['peak_rss_bytes'] / lora['peak_rss_bytes']:.2f}")
+    for baseline in ("lora-bf16", "lora-fp32"):
+        other = results[baseline]
+        print(
+            f"s/step qlora / {baseline}: "
+            f"{qlora['seconds_per_step'] / other['seconds_per_step']:.2f}"
+        )
+        print(
+            f"peak RSS qlora / {baseline}: {qlora['peak_rss_bytes'] / other['peak_rss_bytes']:.2f}"
+        )
     print(
         f"base bytes nf4+dq / bf16: {qlora['base_bytes'] / qlora['bf16_bytes']:.3f} "
         f"(linear layers: {NF4_BITS_PER_WEIGHT:.3f} bits/param / 16 = "

@@ -27,17 +27,8 @@ from viz.training.dataset import DocumentTokens, TrainingSet
 __all__ = ["NPROC_MAX", "launch", "main"]
 
 NPROC_MAX = 64
-BASE_FIELDS = (
-    "id",
-    "architecture",
-    "parameter_count",
-    "licence",
-    "provenance_class",
-    "provenance_sources",
-    "source_kind",
-    "source_ref",
-    "weights_sha256",
-)
+# Every registry column but the timestamp travels to the workers.
+BASE_FIELDS = tuple(c.name for c in BaseModel.__table__.columns if c.name != "created_at")
 
 
 def launch(
