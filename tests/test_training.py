@@ -23,6 +23,7 @@ from viz.training._model import prepare_model
 from viz.training.adapters import load_adapter
 
 PAPERS = sorted(QASPER_PAPERS.glob("*.txt"))[:3]
+ANOTHER_PAPER = sorted(QASPER_PAPERS.glob("*.txt"))[3]
 DOCUMENT_LIMITS = {"document_bytes_max": 10**8, "documents_max": 100}
 
 
@@ -49,12 +50,15 @@ def test_documents_without_training_permission_or_of_others_are_refused(
             **DOCUMENT_LIMITS,
         )
         add_documents(session, tmp_path, bob, PAPERS[2:3], DocumentInput("MIT"), **DOCUMENT_LIMITS)
+        no_derivatives = DocumentInput("CC-BY-ND-4.0")
+        add_documents(session, tmp_path, ada, [ANOTHER_PAPER], no_derivatives, **DOCUMENT_LIMITS)
 
         with pytest.raises(Forbidden) as raised:
-            select_documents(session, ada, document_ids=[1, 2, 3])
+            select_documents(session, ada, document_ids=[1, 2, 3, 4])
 
     assert "document 2" in raised.value.message and "notAllowed" in raised.value.message
     assert "document 3" in raised.value.message and "belongs to bob" in raised.value.message
+    assert "document 4" in raised.value.message and "NoDerivatives" in raised.value.message
     assert "document 1" not in raised.value.message
 
 

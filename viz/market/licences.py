@@ -14,7 +14,7 @@ from license_expression import ExpressionError, Licensing, get_spdx_licensing
 
 from viz.errors import InvalidInput
 
-__all__ = ["normalise_licence"]
+__all__ = ["normalise_licence", "training_refusal"]
 
 LICENCE_CHARS_MAX = 500
 SUGGESTIONS_MAX = 3
@@ -58,6 +58,32 @@ def normalise_licence(expression: str) -> str:
     if info.normalized_expression is None:
         return expression
     return str(info.normalized_expression)
+
+
+def training_refusal(licence: str) -> str | None:
+    """Why a document under `licence` may not be trained on, or None if it may.
+
+    An adapter is a derivative of its training text, so licences that forbid derivatives
+    (Creative Commons NoDerivatives: CC-BY-ND-*, CC-BY-NC-ND-*) forbid training. Every id of
+    the expression must allow it: for `A OR B` the creator can pick, so one allowing id is
+    enough; for `A AND B` both must allow it.
+    """
+    expression = _licensing().parse(licence)
+    if expression is None:
+        return None
+    allowed = _allows_derivatives(expression)
+    return None if allowed else f"licence {licence} forbids derivative works (NoDerivatives)"
+
+
+def _allows_derivatives(expression: object) -> bool:
+    from license_expression import AND, OR
+
+    if isinstance(expression, OR):
+        return any(_allows_derivatives(argument) for argument in expression.args)
+    if isinstance(expression, AND):
+        return all(_allows_derivatives(argument) for argument in expression.args)
+    key = str(getattr(expression, "key", expression)).upper()
+    return "-ND-" not in f"{key}-"
 
 
 def _parse_error(expression: str) -> str:

@@ -58,6 +58,8 @@ def save_checkpoint(
     save_file(adapter, staging / "adapter.safetensors")
     tensors, state = _flatten_optimizer(optimizer.state_dict())
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     save_file(tensors, staging / "optimizer.safetensors")
     (staging / "state.json").write_text(json.dumps({"step": step, "optimizer": state, **extra}))
     shutil.rmtree(target, ignore_errors=True)
@@ -89,6 +91,9 @@ def load_checkpoint(checkpoint: Path, model: Any, optimizer: Any) -> dict[str, A
         ) from error
     set_peft_model_state_dict(model, adapter)
     torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda_state = tensors.pop("rng.cuda", None)
+    if cuda_state is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_state)
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     return state
 

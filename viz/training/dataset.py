@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from viz.documents import get_document, list_documents, read_document_text
 from viz.errors import Forbidden, InvalidInput
+from viz.market.licences import training_refusal
 from viz.store.schema import Account, Document
 
 __all__ = [
@@ -97,6 +98,8 @@ def select_documents(
                 f"document {document.id} ({document.filename}): ai_training is "
                 f"{document.ai_training}"
             )
+        elif reason := training_refusal(document.licence):
+            refused.append(f"document {document.id} ({document.filename}): {reason}")
         elif document.owner_id != account.id:
             refused.append(
                 f"document {document.id} ({document.filename}) belongs to "
