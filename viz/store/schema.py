@@ -12,8 +12,10 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -21,7 +23,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Account", "ApiKey", "Document", "DocumentTag", "BaseModel", "utc_now"]
+__all__ = [
+    "Account",
+    "Adapter",
+    "AdapterTag",
+    "AdapterVersion",
+    "ApiKey",
+    "Base",
+    "BaseModel",
+    "Document",
+    "DocumentListing",
+    "DocumentTag",
+    "LogEntry",
+    "Takedown",
+    "utc_now",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -120,4 +136,109 @@ class BaseModel(Base):
     source_ref: Mapped[str] = mapped_column(Text)
     weights_sha256: Mapped[str] = mapped_column(String(64))
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class Adapter(Base):
+    """A published adapter: a name owned by a creator, on one base, with immutable versions."""
+
+    __tablename__ = "adapters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    base_id: Mapped[str] = mapped_column(ForeignKey("base_models.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"), nullable=True)
+    visibility: Mapped[str] = mapped_column(String(16))  # public | private
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    owner: Mapped[Account] = relationship()
+    parent: Mapped[Adapter | None] = relationship(remote_side="Adapter.id")
+    versions: Mapped[list[AdapterVersion]] = relationship(
+        back_populates="adapter", order_by="AdapterVersion.id"
+    )
+    tags: Mapped[list[AdapterTag]] = relationship(
+        cascade="all, delete-orphan", order_by="AdapterTag.tag"
+    )
+
+
+class AdapterTag(Base):
+    __tablename__ = "adapter_tags"
+    __table_args__ = (UniqueConstraint("adapter_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class AdapterVersion(Base):
+    """One immutable version: weights by sha256, licence, prices and its screening outcome.
+
+    Prices are integer micro-units per 1,000 tokens in and out.
+    """
+
+    __tablename__ = "adapter_versions"
+    __table_args__ = (UniqueConstraint("adapter_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    licence: Mapped[str] = mapped_column(String(500))
+    price_in_micro: Mapped[int] = mapped_column(BigInteger)
+    price_out_micro: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # pending|approved|rejected|taken_down
+    weights_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    config_json: Mapped[str] = mapped_column(Text)
+    manifest_json: Mapped[str] = mapped_column(Text, default="")
+    card: Mapped[str] = mapped_column(Text, default="")
+    rank: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    update_norm: Mapped[float] = mapped_column(Float)
+    sketch: Mapped[bytes] = mapped_column(LargeBinary)
+    screening_json: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    adapter: Mapped[Adapter] = relationship(back_populates="versions")
+
+
+class Takedown(Base):
+    """A takedown of one adapter version and, once a counter-notice is accepted, its restore.
+
+    Rows are never deleted: the history of takedowns stays.
+    """
+
+    __tablename__ = "takedowns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    notice_from: Mapped[str] = mapped_column(String(500))
+    by_account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    status_before: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    restored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    restore_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class DocumentListing(Base):
+    """A document offered for RAG with a price per citation (integer micro-units)."""
+
+    __tablename__ = "document_listings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id"), unique=True)
+    price_per_citation_micro: Mapped[int] = mapped_column(BigInteger)
+    listed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class LogEntry(Base):
+    """One leaf of the public append-only log (RFC 6962): the canonical JSON of an event."""
+
+    __tablename__ = "log_entries"
+
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    leaf_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
