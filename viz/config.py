@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         return self.home / "adapters"
 
     @property
+    def log_key_path(self) -> Path:
+        """The public log's Ed25519 signing key (created on first use, mode 0600)."""
+        return self.home / "log" / "signing-key.pem"
+
+    @property
     def models_dir(self) -> Path:
         """Where converted base models are cached as safetensors folders."""
         return self.home / "models"

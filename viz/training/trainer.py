@@ -393,6 +393,8 @@ def _open_run(
 def _publish(model: Any, manifest: dict[str, Any], work: Path, final: Path) -> Path:
     staging = work / "adapter"
     shutil.rmtree(staging, ignore_errors=True)
+    # Name the base by its registry id, not the local cache path it was loaded from.
+    model.peft_config["default"].base_model_name_or_path = manifest["base"]["id"]
     model.save_pretrained(staging, safe_serialization=True)
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     (staging / "README.md").write_text(model_card(manifest))

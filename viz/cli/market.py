@@ -1,0 +1,245 @@
+"""`viz market`: publish adapters with a licence and a price, find them, take them down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from viz.accounts import get_account
+from viz.cli._context import session, state, table
+from viz.market.catalogue import (
+    PublishRequest,
+    approve_version,
+    find_version,
+    get_adapter,
+    publish_adapter,
+    restore_version,
+    search_adapters,
+    takedown_version,
+)
+
+app = typer.Typer(
+    help="Marketplace: publish, list, show, search, take down.\n\n"
+    "Example: viz market publish .viz/adapters/qa --account ada --name qa "
+    "--version 1.0.0 --licence CC-BY-4.0 --price-in 10 --price-out 20"
+)
+
+
+@app.command("publish")
+def publish(
+    context: typer.Context,
+    folder: Path = typer.Argument(
+        ..., help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)"
+    ),
+    account: str = typer.Option(..., help="Publishing creator"),
+    name: str = typer.Option(..., help="Catalogue name"),
+    version: str = typer.Option(..., help="Semver, immutable once published (e.g. 1.0.0)"),
+    licence: str = typer.Option(..., "--licence", "--license", help="SPDX expression"),
+    price_in: int = typer.Option(..., help="Micro-units per 1,000 input tokens"),
+    price_out: int = typer.Option(..., help="Micro-units per 1,000 output tokens"),
+    base: str | None = typer.Option(None, help="Base id (default: from the manifest/config)"),
+    parent: str | None = typer.Option(None, help="Parent adapter in the hierarchy"),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Tag (repeatable)"),
+    visibility: str = typer.Option("public", help="public | private"),
+    description: str = typer.Option("", help="One line on what it is good at"),
+) -> None:
+    """Screen an adapter and publish it; a flagged upload waits as pending for an admin.
+
+    Example: viz market publish .viz/adapters/qasper-nlp --account ai2 --name qasper-nlp
+    --version 1.0.0 --licence CC-BY-4.0 --price-in 10 --price-out 20 --tag nlp
+    """
+    settings = state(context).settings
+    request = PublishRequest(
+        name=name,
+        version=version,
+        licence=licence,
+        price_in_micro=price_in,
+        price_out_micro=price_out,
+        base_id=base,
+        parent=parent,
+        tags=tuple(tag),
+        visibility=visibility,
+        description=description,
+    )
+    with session(context) as database:
+        owner = get_account(database, account)
+        published, report = publish_adapter(
+            database, settings.blobs_dir, settings.models_dir, folder, request, owner=owner
+        )
+        _print_report(json.loads(report.to_json()))
+        typer.echo(f"published {name}@{version}: {published.status}")
+
+
+@app.command("list")
+def list_(
+    context: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Include pending and taken-down versions"),
+) -> None:
+    """List the catalogue (newest usable version of each adapter).
+
+    Example: viz market list
+    """
+    search(context, text="", tag=[], base=None, licence=None, price_out_max=None, all_=all_)
+
+
+@app.command("search")
+def search(
+    context: typer.Context,
+    text: str = typer.Argument("", help="Words in the name, description or card"),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Tag (repeatable)"),
+    base: str | None = typer.Option(None, help="Base model id"),
+    licence: str | None = typer.Option(None, "--licence", "--license", help="SPDX expression"),
+    price_out_max: int | None = typer.Option(None, help="Most micro-units per 1k out tokens"),
+    all_: bool = typer.Option(False, "--all", help="Include pending and taken-down versions"),
+) -> None:
+    """Search the catalogue by text, tags, base, licence and price.
+
+    Example: viz market search qasper --tag nlp --price-out-max 50
+    """
+    with session(context) as database:
+        found = search_adapters(
+            database,
+            text=text,
+            tags=tuple(tag),
+            base_id=base,
+            licence=licence,
+            price_out_max_micro=price_out_max,
+            include_unusable=all_,
+        )
+        rows = [
+            [
+                v.adapter.name,
+                v.version,
+                v.adapter.base_id,
+                v.licence,
+                str(v.price_in_micro),
+                str(v.price_out_micro),
+                v.status,
+                ",".join(t.tag for t in v.adapter.tags),
+            ]
+            for v in found
+        ]
+    typer.echo(
+        table(rows, ["name", "version", "base", "licence", "in/1k", "out/1k", "status", "tags"])
+        if rows
+        else "no adapters match"
+    )
+
+
+@app.command("show")
+def show(
+    context: typer.Context, reference: str = typer.Argument(..., help="NAME or NAME@VERSION")
+) -> None:
+    """Show an adapter: card, licence, prices, training documents, screening, versions, parents.
+
+    Example: viz market show qasper-nlp@1.0.0
+    """
+    with session(context) as database:
+        version = find_version(database, reference)
+        adapter = get_adapter(database, version.adapter.name)
+        chain: list[str] = []
+        node = adapter.parent
+        while node is not None and len(chain) < 16:
+            chain.append(node.name)
+            node = node.parent
+        manifest = json.loads(version.manifest_json or "{}")
+        fields = {
+            "adapter": f"{adapter.name}@{version.version} ({version.status})",
+            "creator": adapter.owner.name,
+            "base": adapter.base_id,
+            "licence": version.licence,
+            "price": f"{version.price_in_micro} in / {version.price_out_micro} out "
+            "micro-units per 1k tokens",
+            "weights": f"sha256 {version.weights_sha256}, rank {version.rank}, "
+            f"{version.size_bytes} bytes",
+            "parents": " -> ".join(chain) or "-",
+            "versions": ", ".join(f"{v.version} ({v.status})" for v in adapter.versions),
+            "tags": ", ".join(t.tag for t in adapter.tags) or "-",
+        }
+        for key, value in fields.items():
+            typer.echo(f"{key + ':':10} {value}")
+        documents = manifest.get("documents", [])
+        typer.echo(
+            f"\ntraining documents ({len(documents)}):"
+            if documents
+            else "\ntraining documents: not declared (plain PEFT upload)"
+        )
+        for d in documents:
+            typer.echo(
+                f"  {d['id']}  {d['licence']:12} {d['split']:8} {d['sha256'][:16]}  "
+                f"{d['title'][:50]}"
+            )
+        typer.echo("")
+        _print_report(json.loads(version.screening_json))
+        if version.card:
+            typer.echo("\n" + version.card)
+
+
+@app.command("approve")
+def approve(
+    context: typer.Context,
+    reference: str = typer.Argument(...),
+    account: str = typer.Option(..., help="Admin account"),
+) -> None:
+    """Approve a pending (flagged) version after review (admin).
+
+    Example: viz market approve qasper-nlp@1.0.0 --account admin
+    """
+    with session(context) as database:
+        version = approve_version(database, reference, by=get_account(database, account))
+        typer.echo(f"approved {version.adapter.name}@{version.version}")
+
+
+@app.command("takedown")
+def takedown(
+    context: typer.Context,
+    reference: str = typer.Argument(..., help="NAME or NAME@VERSION"),
+    reason: str = typer.Option(..., help="Why (e.g. the notice's claim)"),
+    notice_from: str = typer.Option(..., help="Who sent the notice"),
+    account: str = typer.Option(..., help="Admin, or owner of a training document"),
+) -> None:
+    """Make an adapter unavailable for new use at once; history is kept.
+
+    Example: viz market takedown qasper-nlp@1.0.0 --reason "licence dispute"
+    --notice-from "AI2 legal" --account admin
+    """
+    with session(context) as database:
+        done = takedown_version(
+            database,
+            reference,
+            reason=reason,
+            notice_from=notice_from,
+            by=get_account(database, account),
+        )
+        for version in done:
+            typer.echo(f"taken down {version.adapter.name}@{version.version}")
+
+
+@app.command("restore")
+def restore(
+    context: typer.Context,
+    reference: str = typer.Argument(..., help="NAME@VERSION"),
+    reason: str = typer.Option(..., help="The counter-notice"),
+    account: str = typer.Option(..., help="Admin account"),
+) -> None:
+    """Restore a taken-down version after a counter-notice (admin).
+
+    Example: viz market restore qasper-nlp@1.0.0 --reason "counter-notice accepted"
+    --account admin
+    """
+    with session(context) as database:
+        version = restore_version(
+            database, reference, reason=reason, by=get_account(database, account)
+        )
+        typer.echo(f"restored {version.adapter.name}@{version.version}: {version.status}")
+
+
+def _print_report(report: dict) -> None:  # type: ignore[type-arg]
+    typer.echo(f"screening: {report['status']}")
+    for check in report["checks"]:
+        typer.echo(
+            f"  {check['stage']:10} {check['outcome']:5} {check['seconds']:6.2f}s  "
+            f"{check['detail']}"
+        )
