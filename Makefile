@@ -46,6 +46,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/log.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -33,7 +33,8 @@ Node addressing, shared with the database-backed log that persists the same node
   computed from the sizes alone, so a store can fetch every node a proof needs in one read.
 
 Verifiers take hashes as `bytes`. Proof hashes and leaf hashes must be 32 bytes; roots are only
-compared, so a malformed root fails the comparison. Every failure raises `ProofError`.
+compared, so a malformed root never matches a computed one (two equal roots for one size pass, as
+in the reference vectors). Every failure raises `ProofError`.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ PROOF_HASHES_MAX = 2 * 64
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """MTH({}) = SHA-256(""), the root of the empty tree."""
 
-RETRY_HINT = "fetch the proof and the checkpoint again; if a signed checkpoint still fails, keep it"
+RETRY_HINT = "fetch both again; a signed checkpoint that still fails is evidence against the log"
 
 Range = tuple[int, int]
 """A leaf range [start, end) whose Merkle tree hash MTH(D[start:end]) is one proof hash."""
@@ -208,12 +209,10 @@ def verify_inclusion(
     _check_proof(proof)
     _check_count("tree size", tree_size)
     _check_leaf_index(index, tree_size)
-    computed = _root_from_inclusion_proof(leaf_hash, index, tree_size, proof)
+    context = f"inclusion proof for leaf {index} of {tree_size}"
+    computed = _root_from_inclusion_proof(leaf_hash, index, tree_size, proof, context)
     if computed != root:
-        raise ProofError(
-            f"inclusion proof for leaf {index} of {tree_size} leads to root {computed.hex()}, "
-            f"not {root.hex()}; {RETRY_HINT}"
-        )
+        raise _mismatch(context, "root", computed, root)
 
 
 def verify_consistency(
@@ -231,33 +230,22 @@ def verify_consistency(
     _check_count("new size", new_size)
     _check_proof(proof)
     _check_old_size(old_size, new_size)
+    context = f"consistency proof from {old_size} to {new_size} leaves"
     if old_size == new_size:
         if proof:
-            raise ProofError(
-                f"both trees have {old_size} leaves: the proof must be empty, got "
-                f"{len(proof)} hashes; {RETRY_HINT}"
-            )
+            raise _wrong_length(context, proof, "long: equal sizes need none")
         if old_root != new_root:
-            raise ProofError(
-                f"two roots for the same size {old_size}: {old_root.hex()} and "
-                f"{new_root.hex()}; {RETRY_HINT}"
-            )
+            raise _mismatch(context, "root", old_root, new_root)
         return
     if not proof:
-        raise ProofError(
-            f"empty consistency proof from {old_size} to {new_size} leaves; {RETRY_HINT}"
-        )
-    old_computed, new_computed = _roots_from_consistency_proof(old_size, new_size, old_root, proof)
+        raise _wrong_length(context, proof, "short")
+    old_computed, new_computed = _roots_from_consistency_proof(
+        old_size, new_size, old_root, proof, context
+    )
     if old_computed != old_root:
-        raise ProofError(
-            f"consistency proof leads to old root {old_computed.hex()}, not "
-            f"{old_root.hex()}; {RETRY_HINT}"
-        )
+        raise _mismatch(context, "old root", old_computed, old_root)
     if new_computed != new_root:
-        raise ProofError(
-            f"consistency proof leads to new root {new_computed.hex()}, not "
-            f"{new_root.hex()}; {RETRY_HINT}"
-        )
+        raise _mismatch(context, "new root", new_computed, new_root)
 
 
 def verify_subtree_inclusion(
@@ -277,12 +265,10 @@ def verify_subtree_inclusion(
     _check_subtree(start, end)
     if not start <= index < end:
         raise ProofError(f"leaf {index} is outside the subtree [{start}, {end})")
-    computed = _root_from_inclusion_proof(leaf_hash, index - start, end - start, proof)
+    context = f"inclusion proof for leaf {index} of subtree [{start}, {end})"
+    computed = _root_from_inclusion_proof(leaf_hash, index - start, end - start, proof, context)
     if computed != subtree_root:
-        raise ProofError(
-            f"inclusion proof for leaf {index} of subtree [{start}, {end}) leads to "
-            f"{computed.hex()}, not {subtree_root.hex()}; {RETRY_HINT}"
-        )
+        raise _mismatch(context, "subtree hash", computed, subtree_root)
 
 
 def verify_subtree_consistency(
@@ -308,26 +294,20 @@ def verify_subtree_consistency(
     _check_subtree(start, end)
     if end > tree_size:
         raise ProofError(f"subtree [{start}, {end}) ends past the tree of {tree_size} leaves")
+    context = f"consistency proof for subtree [{start}, {end}) of {tree_size} leaves"
     if start == end:
-        if proof or subtree_root != EMPTY_ROOT:
-            raise ProofError(
-                f"the empty subtree [{start}, {end}) needs an empty proof and the "
-                f"empty root; got {len(proof)} hashes and {subtree_root.hex()}"
-            )
+        if proof:
+            raise _wrong_length(context, proof, "long: an empty subtree needs none")
+        if subtree_root != EMPTY_ROOT:
+            raise _mismatch(context, "subtree hash", EMPTY_ROOT, subtree_root)
         return
     subtree_computed, root_computed = _roots_from_subtree_consistency_proof(
-        start, end, tree_size, subtree_root, proof
+        start, end, tree_size, subtree_root, proof, context
     )
     if subtree_computed != subtree_root:
-        raise ProofError(
-            f"consistency proof leads to subtree [{start}, {end}) hash {subtree_computed.hex()}, "
-            f"not {subtree_root.hex()}; {RETRY_HINT}"
-        )
+        raise _mismatch(context, "subtree hash", subtree_computed, subtree_root)
     if root_computed != root:
-        raise ProofError(
-            f"consistency proof for subtree [{start}, {end}) leads to root {root_computed.hex()} "
-            f"of {tree_size} leaves, not {root.hex()}; {RETRY_HINT}"
-        )
+        raise _mismatch(context, "root", root_computed, root)
 
 
 def is_valid_subtree(start: int, end: int) -> bool:
@@ -342,16 +322,14 @@ def is_valid_subtree(start: int, end: int) -> bool:
 
 
 def _root_from_inclusion_proof(
-    leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes]
+    leaf_hash: bytes, index: int, tree_size: int, proof: Sequence[bytes], context: str
 ) -> bytes:
     """RFC 9162 section 2.1.3.2 steps 2-5: the root the proof leads to, length checked."""
+    assert 0 <= index < tree_size
     first, last, result = index, tree_size - 1, leaf_hash
     for sibling in proof:
         if last == 0:
-            raise ProofError(
-                f"inclusion proof of {len(proof)} hashes is too long for leaf "
-                f"{index} of {tree_size}; {RETRY_HINT}"
-            )
+            raise _wrong_length(context, proof, "long")
         if first & 1 or first == last:
             result = node_hash(sibling, result)
             while first & 1 == 0 and first != 0:
@@ -360,17 +338,15 @@ def _root_from_inclusion_proof(
             result = node_hash(result, sibling)
         first, last = first >> 1, last >> 1
     if last != 0:
-        raise ProofError(
-            f"inclusion proof of {len(proof)} hashes is too short for leaf {index} "
-            f"of {tree_size}; {RETRY_HINT}"
-        )
+        raise _wrong_length(context, proof, "short")
     return result
 
 
 def _roots_from_consistency_proof(
-    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
+    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes], context: str
 ) -> tuple[bytes, bytes]:
     """RFC 9162 section 2.1.4.2 steps 2-7 for 0 < old_size < new_size: (old root, new root)."""
+    assert 0 < old_size < new_size
     path = [old_root, *proof] if old_size & (old_size - 1) == 0 else list(proof)
     first, last = old_size - 1, new_size - 1
     while first & 1:
@@ -378,10 +354,7 @@ def _roots_from_consistency_proof(
     old_computed = new_computed = path[0]
     for hash_ in path[1:]:
         if last == 0:
-            raise ProofError(
-                f"consistency proof of {len(proof)} hashes is too long from "
-                f"{old_size} to {new_size} leaves; {RETRY_HINT}"
-            )
+            raise _wrong_length(context, proof, "long")
         if first & 1 or first == last:
             old_computed = node_hash(hash_, old_computed)
             new_computed = node_hash(hash_, new_computed)
@@ -391,17 +364,20 @@ def _roots_from_consistency_proof(
             new_computed = node_hash(new_computed, hash_)
         first, last = first >> 1, last >> 1
     if last != 0:
-        raise ProofError(
-            f"consistency proof of {len(proof)} hashes is too short from "
-            f"{old_size} to {new_size} leaves; {RETRY_HINT}"
-        )
+        raise _wrong_length(context, proof, "short")
     return old_computed, new_computed
 
 
 def _roots_from_subtree_consistency_proof(
-    start: int, end: int, tree_size: int, subtree_root: bytes, proof: Sequence[bytes]
+    start: int,
+    end: int,
+    tree_size: int,
+    subtree_root: bytes,
+    proof: Sequence[bytes],
+    context: str,
 ) -> tuple[bytes, bytes]:
     """The draft's steps 3-9 for a non-empty subtree: (subtree hash, root) the proof leads to."""
+    assert start < end <= tree_size
     first, last, tree_last = start, end - 1, tree_size - 1
     # Climb to the lowest node on the subtree's right edge that is also a node of the tree.
     if last == tree_last:
@@ -410,23 +386,17 @@ def _roots_from_subtree_consistency_proof(
     else:
         while first != last and last & 1:
             first, last, tree_last = first >> 1, last >> 1, tree_last >> 1
-    if first == last:
+    if first == last:  # the verifier knows that node's hash: it is the subtree's
         subtree_computed = root_computed = subtree_root
         rest = proof
     elif proof:
         subtree_computed = root_computed = proof[0]
         rest = proof[1:]
     else:
-        raise ProofError(
-            f"empty consistency proof for subtree [{start}, {end}) of {tree_size} "
-            f"leaves; {RETRY_HINT}"
-        )
+        raise _wrong_length(context, proof, "short")
     for hash_ in rest:
         if tree_last == 0:
-            raise ProofError(
-                f"consistency proof of {len(proof)} hashes is too long for subtree "
-                f"[{start}, {end}) of {tree_size} leaves; {RETRY_HINT}"
-            )
+            raise _wrong_length(context, proof, "long")
         if last & 1 or last == tree_last:
             if first < last:
                 subtree_computed = node_hash(hash_, subtree_computed)
@@ -437,11 +407,18 @@ def _roots_from_subtree_consistency_proof(
             root_computed = node_hash(root_computed, hash_)
         first, last, tree_last = first >> 1, last >> 1, tree_last >> 1
     if tree_last != 0:
-        raise ProofError(
-            f"consistency proof of {len(proof)} hashes is too short for subtree "
-            f"[{start}, {end}) of {tree_size} leaves; {RETRY_HINT}"
-        )
+        raise _wrong_length(context, proof, "short")
     return subtree_computed, root_computed
+
+
+def _wrong_length(context: str, proof: Sequence[bytes], problem: str) -> ProofError:
+    return ProofError(f"{context}: {len(proof)} hashes is too {problem}; {RETRY_HINT}")
+
+
+def _mismatch(context: str, what: str, computed: bytes, expected: bytes) -> ProofError:
+    return ProofError(
+        f"{context} leads to {what} {computed.hex()}, not {expected.hex()}; {RETRY_HINT}"
+    )
 
 
 # --- proofs as leaf ranges, and the stored nodes that cover them --------------------------------
@@ -495,15 +472,14 @@ def consistency_proof_ranges(old_size: int, new_size: int) -> list[Range]:
 def covering_nodes(start: int, end: int) -> list[NodeAddress]:
     """The stored nodes whose hashes fold (`hash_from_nodes`) into MTH(D[start:end]).
 
-    Left to right, largest first: the binary decomposition of a valid, non-empty subtree, one
-    node when it is perfect and at most log2(end - start) + 1 on a tree's ragged right edge.
+    Left to right, largest first: one node per set bit of `end - start`, since a valid subtree
+    starts on a multiple of each. One node for a perfect subtree, at most log2(end - start) + 1
+    for a ragged node on a tree's right edge.
     """
     assert start < end and is_valid_subtree(start, end)
     nodes = []
     while start < end:
-        level = (end - start).bit_length() - 1
-        if start:
-            level = min(level, (start & -start).bit_length() - 1)
+        level = (end - start).bit_length() - 1  # start is a multiple of 2**level: a valid subtree
         nodes.append(NodeAddress(level, start >> level))
         start += 1 << level
     return nodes
@@ -640,7 +616,7 @@ class MerkleTree:
             ProofError: an invalid subtree, one past the tree, or `index` outside it.
         """
         _check_subtree(start, end)
-        self._checked_size(end)
+        self._checked_size(end)  # the subtree is complete in this tree
         if not start <= index < end:
             raise ProofError(f"leaf {index} is outside the subtree [{start}, {end})")
         ranges = inclusion_proof_ranges(index - start, end - start)
@@ -703,8 +679,8 @@ def _check_leaf_index(index: int, tree_size: int) -> None:
     _check_count("leaf index", index)
     if index >= tree_size:
         raise ProofError(
-            f"leaf index {index} is not in a tree of {tree_size} leaves "
-            f"(indexes run from 0 to {tree_size - 1})"
+            f"leaf index {index} is not in a tree of {tree_size} leaves: an index is below "
+            "the tree size; ask for a proof against a later checkpoint"
         )
 
 
