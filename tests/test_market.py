@@ -290,3 +290,35 @@ def _account(session, name):  # type: ignore[no-untyped-def]
     from viz.accounts import get_account
 
     return get_account(session, name)
+
+
+def test_a_document_is_listed_by_its_owner_with_a_price_per_citation(market) -> None:
+    from tests.conftest import QASPER_PAPERS
+    from viz.documents import DocumentInput, add_documents
+    from viz.market.catalogue import list_document
+
+    papers = sorted(QASPER_PAPERS.glob("*.txt"))[:2]
+    with session_scope(market["engine"]) as session:
+        ada = _account(session, "ada")
+        limits = {"document_bytes_max": 10**8, "documents_max": 10}
+        add_documents(
+            session, market["blobs"], ada, papers[:1], DocumentInput("CC-BY-4.0"), **limits
+        )
+        add_documents(
+            session,
+            market["blobs"],
+            ada,
+            papers[1:],
+            DocumentInput("CC-BY-4.0", ai_inference="notAllowed"),
+            **limits,
+        )
+
+        listing = list_document(session, 1, price_per_citation_micro=500, by=ada)
+        assert listing.price_per_citation_micro == 500
+        with pytest.raises(Forbidden, match="belongs to ada"):
+            list_document(session, 1, price_per_citation_micro=1, by=_account(session, "bob"))
+        with pytest.raises(Forbidden, match="ai_inference"):
+            list_document(session, 2, price_per_citation_micro=1, by=ada)
+        with pytest.raises(InvalidInput):
+            list_document(session, 1, price_per_citation_micro=-1, by=ada)
+    assert counts(market)[1] == 1

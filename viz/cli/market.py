@@ -14,6 +14,7 @@ from viz.market.catalogue import (
     approve_version,
     find_version,
     get_adapter,
+    list_document,
     publish_adapter,
     restore_version,
     search_adapters,
@@ -175,6 +176,30 @@ def show(
         _print_report(json.loads(version.screening_json))
         if version.card:
             typer.echo("\n" + version.card)
+
+
+@app.command("list-document")
+def list_document_(
+    context: typer.Context,
+    document_id: int = typer.Argument(..., help="Document id (viz documents list)"),
+    price_per_citation: int = typer.Option(..., help="Micro-units paid per citation"),
+    account: str = typer.Option(..., help="The document's owner"),
+) -> None:
+    """Offer one of your documents for RAG, paid per citation.
+
+    Example: viz market list-document 3 --price-per-citation 500 --account ai2
+    """
+    with session(context) as database:
+        listing = list_document(
+            database,
+            document_id,
+            price_per_citation_micro=price_per_citation,
+            by=get_account(database, account),
+        )
+        typer.echo(
+            f"listed document {listing.document_id} at "
+            f"{listing.price_per_citation_micro} micro-units per citation"
+        )
 
 
 @app.command("approve")

@@ -26,10 +26,19 @@ from viz.market.screening import CatalogueEntry, ScreeningLimits, ScreeningRepor
 from viz.models.loading import ensure_cached
 from viz.models.registry import get_base_model
 from viz.store.blobs import put_blob
-from viz.store.schema import Account, Adapter, AdapterTag, AdapterVersion, Takedown, utc_now
+from viz.store.schema import (
+    Account,
+    Adapter,
+    AdapterTag,
+    AdapterVersion,
+    DocumentListing,
+    Takedown,
+    utc_now,
+)
 
 __all__ = [
     "PublishRequest",
+    "list_document",
     "approve_version",
     "find_version",
     "get_adapter",
@@ -164,6 +173,54 @@ def publish_adapter(
         },
     )
     return version, report
+
+
+def list_document(
+    session: Session, document_id: int, *, price_per_citation_micro: int, by: Account
+) -> DocumentListing:
+    """Offer a document for RAG at a price per citation (its owner only; re-listing re-prices).
+
+    Raises:
+        Forbidden: `by` does not own the document, or its ai_inference is notAllowed.
+        InvalidInput: a negative or absurd price.
+    """
+    from viz.documents import get_document
+
+    document = get_document(session, document_id)
+    if document.owner_id != by.id:
+        raise Forbidden(
+            f"document {document_id} belongs to {document.owner.name}; only its owner can list it"
+        )
+    if document.ai_inference != "allowed":
+        raise Forbidden(
+            f"document {document_id} has ai_inference notAllowed, so it cannot be "
+            "retrieved or cited; it cannot be listed"
+        )
+    if not 0 <= price_per_citation_micro <= PRICE_MAX_MICRO:
+        raise InvalidInput(
+            f"price per citation {price_per_citation_micro} must be "
+            f"0..{PRICE_MAX_MICRO} micro-units"
+        )
+    listing = session.scalar(
+        select(DocumentListing).where(DocumentListing.document_id == document_id)
+    )
+    if listing is None:
+        listing = DocumentListing(document_id=document_id)
+        session.add(listing)
+    listing.price_per_citation_micro = price_per_citation_micro
+    session.flush()
+    append_entry(
+        session,
+        "list_document",
+        {
+            "document": document_id,
+            "sha256": document.sha256,
+            "licence": document.licence,
+            "owner": by.name,
+            "price_per_citation_micro": price_per_citation_micro,
+        },
+    )
+    return listing
 
 
 def get_adapter(session: Session, name: str) -> Adapter:
