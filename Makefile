@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/log.py
+	$(BIN)/python bench/market.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -15,7 +15,13 @@ from sqlalchemy import func, select
 
 from viz.accounts import create_account
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
-from viz.log.store import export_log, verify_export
+from viz.log.store import (
+    export_log,
+    prove_consistency,
+    prove_entry,
+    verify_export,
+    verify_proof,
+)
 from viz.market.catalogue import (
     PublishRequest,
     approve_version,
@@ -276,6 +282,17 @@ def test_takedown_and_restore_keep_history_and_the_log_verifies(market, tmp_path
         )
         assert len(search_adapters(session)) == 1
         checkpoint = export_log(session, tmp_path / "log.json", tmp_path / "key.pem")
+        inclusion = prove_entry(session, 1, tmp_path / "key.pem")
+        consistency = prove_consistency(session, 1, tmp_path / "key.pem")
+
+    verify_proof(inclusion, trusted_public_key=checkpoint.public_key)
+    verify_proof(consistency, trusted_public_key=checkpoint.public_key)
+    assert '"kind":"takedown"' in inclusion["data"]
+    forged = {**inclusion, "data": inclusion["data"].replace("dispute", "x")}
+    with pytest.raises(InvalidInput):
+        verify_proof(forged)
+    with pytest.raises(InvalidInput):
+        verify_proof(consistency, trusted_public_key="c29tZW9uZSBlbHNl")
 
     assert checkpoint.size == 3
     assert verify_export(tmp_path / "log.json").root == checkpoint.root

@@ -9,7 +9,14 @@ from pathlib import Path
 import typer
 
 from viz.cli._context import session, state
-from viz.log.store import export_log, prove_entry, sign_checkpoint, verify_export, verify_proof
+from viz.log.store import (
+    export_log,
+    prove_consistency,
+    prove_entry,
+    sign_checkpoint,
+    verify_export,
+    verify_proof,
+)
 
 app = typer.Typer(
     help="Verifiable log: checkpoint, prove, export, verify (offline).\n\n"
@@ -46,6 +53,24 @@ def prove(
     typer.echo(text if not output else f"proof of entry {index} written to {output}")
 
 
+@app.command("consistency")
+def consistency(
+    context: typer.Context,
+    old_size: int = typer.Argument(..., help="Size of an earlier checkpoint"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to a file"),
+) -> None:
+    """Prove that the log of OLD_SIZE entries is a prefix of today's (nothing rewritten).
+
+    Example: viz log consistency 1 -o consistency.json && viz log verify consistency.json
+    """
+    with session(context) as database:
+        proof = prove_consistency(database, old_size, state(context).settings.log_key_path)
+    text = json.dumps(proof, indent=2)
+    if output:
+        output.write_text(text)
+    typer.echo(text if not output else f"consistency proof from {old_size} written to {output}")
+
+
 @app.command("export")
 def export(
     context: typer.Context, path: Path = typer.Argument(..., help="Output JSON file")
@@ -76,6 +101,14 @@ def verify(
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise InvalidInput(f"{path} cannot be read as JSON: {error}") from error
+    if "consistency" in document:
+        verify_proof(document, trusted_public_key=public_key)
+        typer.echo(
+            f"ok: the log of {document['old_size']} entries (root "
+            f"{document['old_root']}) is a prefix of the signed log of "
+            f"{document['checkpoint']['size']} entries"
+        )
+        return
     if "proof" in document:
         verify_proof(document, trusted_public_key=public_key)
         typer.echo(

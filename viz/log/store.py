@@ -21,7 +21,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, NotFound
-from viz.log.merkle import MerkleTree, ProofError, leaf_hash, root_hash, verify_inclusion
+from viz.log.merkle import (
+    MerkleTree,
+    ProofError,
+    leaf_hash,
+    root_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from viz.store.schema import LogEntry
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "append_entry",
     "export_log",
     "load_signing_key",
+    "prove_consistency",
     "prove_entry",
     "sign_checkpoint",
     "verify_export",
@@ -87,6 +95,22 @@ def prove_entry(session: Session, index: int, key_path: Path) -> dict[str, Any]:
     }
 
 
+def prove_consistency(session: Session, old_size: int, key_path: Path) -> dict[str, Any]:
+    """A proof that the log of `old_size` entries is a prefix of today's, with today's
+    signed checkpoint: what an auditor who saved an old checkpoint asks for."""
+    hashes = _leaf_hashes(session)
+    if not 0 < old_size <= len(hashes):
+        raise NotFound(f"old size {old_size} must be 1..{len(hashes)} (the log's size)")
+    tree = MerkleTree(hashes)
+    checkpoint = _sign(load_signing_key(key_path), tree.size, tree.root())
+    return {
+        "old_size": old_size,
+        "old_root": tree.root(old_size).hex(),
+        "consistency": [node.hex() for node in tree.consistency_proof(old_size)],
+        "checkpoint": asdict(checkpoint),
+    }
+
+
 def export_log(session: Session, path: Path, key_path: Path) -> Checkpoint:
     """Write every entry and a signed checkpoint to `path` (JSON)."""
     entries = list(session.scalars(select(LogEntry).order_by(LogEntry.index)))
@@ -136,11 +160,20 @@ def verify_export(path: Path, *, trusted_public_key: str | None = None) -> Check
 
 
 def verify_proof(proof: dict[str, Any], *, trusted_public_key: str | None = None) -> None:
-    """Check a `prove_entry` result offline: signature, then inclusion."""
+    """Check a `prove_entry` or `prove_consistency` result offline: signature, then proof."""
     checkpoint = Checkpoint(**proof["checkpoint"])
     if trusted_public_key and trusted_public_key != checkpoint.public_key:
         raise InvalidInput("the proof's checkpoint is signed by another key")
     _verify_signature(checkpoint)
+    if "consistency" in proof:
+        verify_consistency(
+            proof["old_size"],
+            checkpoint.size,
+            bytes.fromhex(proof["old_root"]),
+            bytes.fromhex(checkpoint.root),
+            [bytes.fromhex(h) for h in proof["consistency"]],
+        )
+        return
     verify_inclusion(
         leaf_hash(proof["data"].encode()),
         proof["index"],
