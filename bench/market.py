@@ -71,6 +71,7 @@ def screening(engine, settings, models_dir, base_folder, owner_id, rank, home) -
             name="bench-adapter",
             version=version,
             licence="MIT",
+            base_id=settings.default_base_model,
             price_in_micro=1,
             price_out_micro=2,
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
 from viz.log.store import append_entry
@@ -263,7 +263,15 @@ def search_adapters(
     query = (
         select(AdapterVersion)
         .join(Adapter)
-        .options(selectinload(AdapterVersion.adapter).selectinload(Adapter.tags))
+        .options(
+            selectinload(AdapterVersion.adapter).selectinload(Adapter.tags),
+            # Search lists; the heavy columns load only if a caller touches them.
+            defer(AdapterVersion.sketch),
+            defer(AdapterVersion.screening_json),
+            defer(AdapterVersion.manifest_json),
+            defer(AdapterVersion.config_json),
+            defer(AdapterVersion.card),
+        )
     )
     if text:
         pattern = f"%{text.lower()}%"

@@ -362,9 +362,10 @@ def _check_values(path: Path, upload: Upload) -> tuple[str, str]:
 
 
 def _update_norm_and_sketch(upload: Upload) -> tuple[float, bytes]:
-    """Frobenius norm of the whole update (sum over layers of scale * B @ A) and a random
-    projection of it: delta_W @ G for fixed Gaussian probes G, which is what near-duplicate
-    detection compares (invariant to how the update is split between A and B)."""
+    """Frobenius norm of the whole update (sum over layers of scale * B @ A) and a sketch of it:
+    P_out^T delta_W P_in per layer, for fixed Gaussian probes P (4 x 4 numbers a layer, ~13 KB
+    for SmolLM2 at any rank). Near-duplicate detection compares sketches by cosine; they are
+    invariant to how the update is split between A and B (random projections keep cosines)."""
     import torch
 
     scale = upload.config["lora_alpha"] / upload.rank
@@ -374,12 +375,19 @@ def _update_norm_and_sketch(upload: Upload) -> tuple[float, bytes]:
             continue
         a = upload.tensors[name]
         b = upload.tensors[name.replace("lora_A.weight", "lora_B.weight")]
-        generator = torch.Generator().manual_seed(SKETCH_SEED + a.shape[1])
-        probes = torch.randn(a.shape[1], SKETCH_PROBES, generator=generator)
-        pieces.append((scale * (b @ (a @ probes))).flatten())
+        probes_in = _probes(a.shape[1], SKETCH_SEED)
+        probes_out = _probes(b.shape[0], SKETCH_SEED + 1)
+        pieces.append((probes_out.T @ (scale * (b @ (a @ probes_in)))).flatten())
         squared += float(torch.linalg.matrix_norm(scale * (b @ a)) ** 2)
     sketch = torch.cat(pieces).to(torch.float32).numpy().tobytes()
     return math.sqrt(squared), sketch
+
+
+def _probes(size: int, seed: int) -> Any:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 100_003 + size)
+    return torch.randn(size, SKETCH_PROBES, generator=generator) / math.sqrt(size)
 
 
 def _check_outliers(upload: Upload, catalogue: Sequence[CatalogueEntry]) -> tuple[str, str]:
