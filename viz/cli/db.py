@@ -14,7 +14,7 @@ app = typer.Typer(help="Database schema: upgrade and status.\n\nExample: viz db 
 def upgrade_(context: typer.Context) -> None:
     """Migrate the database to the newest schema (safe to run twice).
 
-    Example: VIZ_DATABASE_URL=postgresql+psycopg://viz:viz@127.0.0.1/viz viz db upgrade
+    Example: viz db upgrade  (on PostgreSQL: VIZ_DATABASE_URL=postgresql+psycopg://... first)
     """
     settings = state(context).settings
     engine = open_database(settings.database_url_resolved, upgrade_schema=False)

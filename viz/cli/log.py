@@ -47,10 +47,7 @@ def prove(
     """
     with session(context) as database:
         proof = prove_entry(database, index, state(context).settings.log_key_path)
-    text = json.dumps(proof, indent=2)
-    if output:
-        output.write_text(text)
-    typer.echo(text if not output else f"proof of entry {index} written to {output}")
+    _emit(proof, output, f"proof of entry {index}")
 
 
 @app.command("consistency")
@@ -65,10 +62,7 @@ def consistency(
     """
     with session(context) as database:
         proof = prove_consistency(database, old_size, state(context).settings.log_key_path)
-    text = json.dumps(proof, indent=2)
-    if output:
-        output.write_text(text)
-    typer.echo(text if not output else f"consistency proof from {old_size} written to {output}")
+    _emit(proof, output, f"consistency proof from {old_size}")
 
 
 @app.command("export")
@@ -119,3 +113,13 @@ def verify(
         return
     signed = verify_export(path, trusted_public_key=public_key)
     typer.echo(f"ok: {signed.size} entries hash to the signed root {signed.root}")
+
+
+def _emit(document: dict, output: Path | None, what: str) -> None:  # type: ignore[type-arg]
+    """Print `document` as JSON, or write it to `output` and say so."""
+    text = json.dumps(document, indent=2)
+    if output is None:
+        typer.echo(text)
+        return
+    output.write_text(text)
+    typer.echo(f"{what} written to {output}")
