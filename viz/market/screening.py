@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput
+from viz.models._safetensors import PICKLE_SUFFIXES, read_header
 
 __all__ = [
     "CatalogueEntry",
@@ -48,7 +48,6 @@ ALLOWED_FILES = {
     "README.md",
     "viz-manifest.json",
 }
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz", ".joblib")
 DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
 SKETCH_PROBES = 4
 SKETCH_SEED = 6962
@@ -204,28 +203,9 @@ def _magic(path: Path) -> bytes:
 
 def _check_header(path: Path, upload: Upload, limits: ScreeningLimits) -> tuple[str, str]:
     size = path.stat().st_size
-    with path.open("rb") as file:
-        prefix = file.read(8)
-        if len(prefix) < 8:
-            raise InvalidInput("adapter_model.safetensors: truncated, no header")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > limits.header_bytes_max or length > size - 8:
-            raise InvalidInput(
-                f"adapter_model.safetensors: header of {length} bytes is over "
-                f"the {limits.header_bytes_max}-byte limit or the file size"
-            )
-        raw = file.read(length)
-    try:
-        header = json.loads(raw)
-    except ValueError as error:
-        raise InvalidInput(f"adapter_model.safetensors: header is not JSON ({error})") from error
-    if not isinstance(header, dict):
-        raise InvalidInput("adapter_model.safetensors: header is not a JSON object")
+    header, length = read_header(path, header_bytes_max=limits.header_bytes_max)
     header.pop("__metadata__", None)
-    spans = []
-    for name, entry in header.items():
-        spans.append(_tensor_span(name, entry))
-    spans.sort()
+    spans = sorted(_tensor_span(name, entry) for name, entry in header.items())
     data_bytes, position = size - 8 - length, 0
     for begin, end, name in spans:
         if begin != position:

@@ -1,4 +1,5 @@
-"""Reading a safetensors header without loading tensors (and without trusting it blindly)."""
+"""Reading a safetensors header without loading tensors (and without trusting it blindly),
+and the suffixes of pickled weight files Viz refuses to open."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from typing import Any
 from viz.errors import InvalidInput
 
 HEADER_BYTES_MAX = 100 * 1024 * 1024
+# Formats that unpickle on load (torch.save, pickle, numpy with allow_pickle, joblib).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".npz", ".joblib")
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file.
+def read_header(
+    path: Path, *, header_bytes_max: int = HEADER_BYTES_MAX
+) -> tuple[dict[str, Any], int]:
+    """The JSON header of a safetensors file and its length in bytes (tensor data starts at
+    8 + length).
 
     Raises:
         InvalidInput: the file is too short, or its header is oversized or not JSON.
@@ -21,15 +27,18 @@ def read_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as file:
         prefix = file.read(8)
         if len(prefix) != 8:
-            raise InvalidInput(f"{path} is truncated: no safetensors header")
+            raise InvalidInput(f"{path.name}: truncated, no safetensors header")
         (length,) = struct.unpack("<Q", prefix)
-        if length > HEADER_BYTES_MAX or length > path.stat().st_size - 8:
-            raise InvalidInput(f"{path}: safetensors header length {length} is impossible")
+        if length > header_bytes_max or length > path.stat().st_size - 8:
+            raise InvalidInput(
+                f"{path.name}: header of {length} bytes is over the {header_bytes_max}-byte "
+                "limit or the file size"
+            )
         raw = file.read(length)
     try:
         header = json.loads(raw)
     except ValueError as error:
-        raise InvalidInput(f"{path}: safetensors header is not JSON ({error})") from error
+        raise InvalidInput(f"{path.name}: safetensors header is not JSON ({error})") from error
     if not isinstance(header, dict):
-        raise InvalidInput(f"{path}: safetensors header is not a JSON object")
-    return header
+        raise InvalidInput(f"{path.name}: safetensors header is not a JSON object")
+    return header, length

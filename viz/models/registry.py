@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, NotFound
 from viz.market.licences import normalise_licence
+from viz.models._safetensors import PICKLE_SUFFIXES, read_header
 from viz.store.blobs import sha256_file
 from viz.store.schema import BaseModel
 
@@ -233,7 +234,7 @@ def _inspect_folder(folder: Path) -> tuple[str, str, str, str, int]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise InvalidInput(f"{folder} has no config.json; it is not a Hugging Face model folder")
-    pickles = [p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".pkl"}]
+    pickles = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
     if pickles and not list(folder.glob("*.safetensors")):
         raise InvalidInput(
             f"{folder} holds only pickled weights ({', '.join(pickles)}); Viz never unpickles "
@@ -264,9 +265,7 @@ def _inspect_gguf(path: Path) -> tuple[str, str, str, str, int]:
 
 
 def _safetensors_parameter_count(path: Path) -> int:
-    from viz.models._safetensors import read_header
-
-    header = read_header(path)
+    header, _ = read_header(path)
     total = 0
     for name, entry in header.items():
         if name == "__metadata__":

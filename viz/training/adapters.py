@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput, NotFound
+from viz.models._safetensors import PICKLE_SUFFIXES
 from viz.training.config import check_adapter_name
 from viz.training.manifest import MANIFEST_FILE
 
 __all__ = ["adapter_folder", "list_adapters", "load_adapter", "read_manifest"]
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
 
 
 def adapter_folder(adapters_dir: Path, name: str) -> Path:
@@ -50,7 +49,7 @@ def load_adapter(folder: Path, base_model: Any) -> Any:
     """`base_model` wrapped with the adapter in `folder` (safetensors only), in eval mode."""
     from peft import PeftModel
 
-    pickled = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+    pickled = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
     if pickled or not (folder / "adapter_model.safetensors").is_file():
         raise InvalidInput(
             f"{folder} must hold adapter_model.safetensors and no pickled weights (found "
