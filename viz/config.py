@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     api_keys_per_account_max: int = Field(default=100, gt=0)
     """Most active (unrevoked) API keys one account may hold."""
 
+    platform_fee_bps: int = Field(default=1000, ge=0, le=10_000)
+    """The platform's share of every charge, in basis points (1000 = 10%)."""
+
+    reservation_timeout_s: int = Field(default=600, gt=0, le=7 * 24 * 3600)
+    """How long a request's reservation holds the consumer's funds before it expires."""
+
     @classmethod
     def settings_customise_sources(
         cls,

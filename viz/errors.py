@@ -20,6 +20,7 @@ __all__ = [
     "Conflict",
     "LimitExceeded",
     "StorageCorrupt",
+    "LedgerCorrupt",
     "Interrupted",
 ]
 
@@ -88,6 +89,14 @@ class StorageCorrupt(VizError):
 
     http_status = 500
     exit_code = 8
+
+
+class LedgerCorrupt(StorageCorrupt):
+    """A ledger invariant failed: sums, limits, the hash chain or the log disagree.
+
+    Raised by explicit checks (never `assert`, which `python -O` drops); it means stored money
+    records were altered outside Viz or a bug slipped through, and needs a person to look.
+    """
 
 
 class Interrupted(VizError):

@@ -29,6 +29,7 @@ from viz.log.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from viz.store.database import write_lock
 from viz.store.schema import LogEntry
 
 __all__ = [
@@ -62,7 +63,8 @@ class Checkpoint:
 
 
 def append_entry(session: Session, kind: str, payload: dict[str, Any]) -> LogEntry:
-    """Append one event; its index is the next free one in this transaction."""
+    """Append one event; its index is the next free one (appends are serialised)."""
+    write_lock(session, "log")
     index = session.scalar(select(func.coalesce(func.max(LogEntry.index) + 1, 0)))
     event = {"kind": kind, "time": datetime.now(UTC).isoformat(timespec="seconds"), **payload}
     data = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -14,14 +14,22 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from viz.errors import InvalidInput, VizError
+from viz.store.schema import WriteLock
 
-__all__ = ["open_database", "upgrade", "current_revision", "head_revision", "session_scope"]
+__all__ = [
+    "open_database",
+    "upgrade",
+    "current_revision",
+    "head_revision",
+    "session_scope",
+    "write_lock",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -105,6 +113,20 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def write_lock(session: Session, name: str) -> None:
+    """Serialise writers named `name` ("ledger", "log") until this transaction ends.
+
+    Updating the lock's row is the lock: PostgreSQL queues the next writer on the row lock, and
+    SQLite takes its database write lock here, so the reads that follow see every earlier commit
+    and nobody else writes before this transaction does. Take "ledger" before "log", never after.
+    """
+    result = session.execute(
+        update(WriteLock).where(WriteLock.name == name).values(generation=WriteLock.generation + 1)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise VizError(f"write lock {name!r} is missing; run: viz db upgrade")
 
 
 def _alembic_config() -> Config:

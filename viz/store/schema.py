@@ -1,7 +1,7 @@
 """Tables of the catalogue: accounts, API keys, documents, base models.
 
 The schema is defined once here; Alembic migrations in `migrations/versions/` create it, and a
-test checks the two agree on SQLite and PostgreSQL. Money and usage tables arrive with the ledger.
+test checks the two agree on SQLite and PostgreSQL. Money is an integer count of micro-units.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -34,8 +35,13 @@ __all__ = [
     "Document",
     "DocumentListing",
     "DocumentTag",
+    "LedgerAccount",
+    "LedgerPending",
+    "LedgerTransfer",
     "LogEntry",
     "Takedown",
+    "UsageEvent",
+    "WriteLock",
     "utc_now",
 ]
 
@@ -242,3 +248,102 @@ class LogEntry(Base):
     data: Mapped[str] = mapped_column(Text)
     leaf_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class WriteLock(Base):
+    """One row per serialised writer ("ledger", "log"): updating the row is the lock.
+
+    The first statement of a ledger or log write updates its row, so on PostgreSQL the row lock
+    queues writers until commit, and on SQLite the write lock is taken before anything is read.
+    """
+
+    __tablename__ = "write_locks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerAccount(Base):
+    """A ledger account: running sums of its transfers, kept under the ledger lock.
+
+    `code` names it (`consumer:ada`, `creator:ada`, `platform`, `escrow`, `clearing`,
+    `external`). Every kind but external must keep debits (posted + pending) within
+    credits posted + credit limit; `viz ledger verify` recomputes the sums from the transfers.
+    """
+
+    __tablename__ = "ledger_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(80), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), nullable=True)
+    credit_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class LedgerTransfer(Base):
+    """One immutable transfer: debit one account, credit another, a positive integer amount.
+
+    `seq` is gapless and `chain` = SHA-256(previous chain || this transfer's canonical line), so
+    the whole history is hash-chained; batches of it are anchored in the public log. Phases:
+    `single` (posted at once), `pending` (reserves funds until `expires_at_us`), and the
+    resolutions `post`, `void`, `expire`, each naming its pending transfer (at most one each).
+    """
+
+    __tablename__ = "ledger_transfers"
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    transfer_id: Mapped[str] = mapped_column(String(160), unique=True)
+    debit_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    credit_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    phase: Mapped[str] = mapped_column(String(8))
+    pending_seq: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_transfers.seq"), unique=True, nullable=True
+    )
+    expires_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(100), index=True, nullable=True)
+    adapter_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id"), nullable=True
+    )
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"), nullable=True)
+    memo: Mapped[str] = mapped_column(String(200), default="")
+    timestamp_us: Mapped[int] = mapped_column(BigInteger)
+    chain: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerPending(Base):
+    """Pending transfers not yet posted, voided or expired: what expiry scans (derived state)."""
+
+    __tablename__ = "ledger_pending"
+
+    seq: Mapped[int] = mapped_column(ForeignKey("ledger_transfers.seq"), primary_key=True)
+    expires_at_us: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class UsageEvent(Base):
+    """One served request, metered: idempotent by request id, settled once.
+
+    `input_json` is the canonical usage as the caller gave it (what a retry must match);
+    `settlement_json` is the split it was settled with (what a retry gets back).
+    """
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(100), unique=True)
+    consumer_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    base_id: Mapped[str] = mapped_column(String(100))
+    tokens_in: Mapped[int] = mapped_column(Integer)
+    tokens_out: Mapped[int] = mapped_column(Integer)
+    charge: Mapped[int] = mapped_column(BigInteger)
+    input_json: Mapped[str] = mapped_column(Text)
+    settlement_json: Mapped[str] = mapped_column(Text)
+    occurred_at_us: Mapped[int] = mapped_column(BigInteger)
+    settled_at_us: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,61 @@
+"""Prices and the split rule: how one request's charge is divided without creating or losing
+a micro-unit.
+
+The rule, in three steps, on exact fractions (no floats anywhere):
+
+1. Each line's exact value: an adapter applied with weight w earns
+   `w x (tokens_in x price_in + tokens_out x price_out) / 1000` (prices are micro-units per
+   1,000 tokens); a cited document earns its per-citation price.
+2. The consumer is charged T = ceil(sum of the exact values): never more than one micro-unit
+   above list price, and splitting a request into tiny ones cannot make it free.
+3. T is divided: the platform's exact share is T x fee; each line's exact share is its value
+   scaled to T, times (1 - fee). Every share is rounded down, and the micro-units left over
+   (fewer than the number of shares) go one each to the largest fractional remainders, ties to
+   the earlier line (composition order, then citations, then the platform). The shares add up
+   to exactly T, and each is within one micro-unit of its exact value.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+__all__ = ["BPS", "adapter_value", "charge_for", "split"]
+
+BPS = 10_000  # basis points in one
+
+
+def adapter_value(
+    weight: Fraction, tokens_in: int, tokens_out: int, price_in: int, price_out: int
+) -> Fraction:
+    """The exact micro-units an adapter applied with `weight` earns for these tokens."""
+    return weight * Fraction(tokens_in * price_in + tokens_out * price_out, 1000)
+
+
+def charge_for(values: list[Fraction]) -> int:
+    """What the consumer pays for lines worth `values`: their sum rounded up."""
+    return math.ceil(sum(values, Fraction(0)))
+
+
+def split(values: list[Fraction], fee_bps: int) -> tuple[int, list[int], int]:
+    """Divide the charge for `values` into (charge, one amount per value, platform fee).
+
+    >>> split([Fraction(10, 3), Fraction(20, 3)], fee_bps=1000)
+    (10, [3, 6], 1)
+    """
+    assert 0 <= fee_bps <= BPS, "the fee is checked when settings are read"
+    assert all(value >= 0 for value in values), "line values are never negative"
+    charge = charge_for(values)
+    total = sum(values, Fraction(0))
+    if charge == 0:
+        return 0, [0] * len(values), 0
+    keep = 1 - Fraction(fee_bps, BPS)
+    exact = [value * charge / total * keep for value in values]
+    exact.append(charge * Fraction(fee_bps, BPS))
+    amounts = [math.floor(share) for share in exact]
+    left = charge - sum(amounts)
+    assert 0 <= left < len(exact), "rounding down loses less than one unit per share"
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - amounts[i]), i))
+    for index in by_remainder[:left]:
+        amounts[index] += 1
+    return charge, amounts[:-1], amounts[-1]
