@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from viz.cli import account, adapters, db, documents, keys, log, market, models
+from viz.cli import account, adapters, db, documents, keys, ledger, log, market, models
 from viz.cli._context import CliState
 from viz.cli.generate import generate
 from viz.config import Settings
@@ -30,6 +30,7 @@ Examples, one per group:
   viz models show smollm2-135m-instruct               base models
   viz adapters train --name qa --account ada --tag nlp  train an adapter
   viz market search qasper --tag nlp                  the catalogue
+  viz ledger topup bob 5000000 && viz ledger statement ada  money
   viz log export log.json && viz log verify log.json  the verifiable log
   viz generate "What is the capital of France?"       answer offline
   viz db upgrade                                      database schema
@@ -69,6 +70,7 @@ app.add_typer(documents.app, name="documents")
 app.add_typer(models.app, name="models")
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(market.app, name="market")
+app.add_typer(ledger.app, name="ledger")
 app.add_typer(log.app, name="log")
 app.add_typer(db.app, name="db")
 app.command("generate")(generate)

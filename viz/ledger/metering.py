@@ -128,7 +128,13 @@ def quote(session: Session, usage: Usage, *, fee_bps: int) -> int:
 
 
 def reserve(
-    session: Session, request_id: str, consumer: str, amount: int, *, timeout_s: int = 600
+    session: Session,
+    request_id: str,
+    consumer: str,
+    amount: int,
+    *,
+    timeout_s: int = 600,
+    now_us: int | None = None,
 ) -> Posted:
     """Hold `amount` of `consumer`'s funds for request `request_id` until it settles.
 
@@ -136,7 +142,7 @@ def reserve(
         PaymentRequired: the balance (plus credit limit) cannot cover `amount`.
     """
     _check_request_id(request_id)
-    book = Book(session)
+    book = Book(session, now=now_us)
     book.expire_overdue()
     book.open_accounts({consumer_code(consumer), CLEARING})
     (posted,) = book.apply(
@@ -183,7 +189,9 @@ def void_reservation(session: Session, request_id: str) -> Posted:
 # --- settlement -----------------------------------------------------------------------------
 
 
-def settle(session: Session, usage: Usage, *, fee_bps: int) -> Settlement:
+def settle(
+    session: Session, usage: Usage, *, fee_bps: int, now_us: int | None = None
+) -> Settlement:
     """Settle one usage event (see the module docstring).
 
     Raises:
@@ -191,13 +199,15 @@ def settle(session: Session, usage: Usage, *, fee_bps: int) -> Settlement:
         PaymentRequired: the consumer cannot pay and there is no reservation.
         Conflict: the request id was settled with other fields, or its reservation is gone.
     """
-    outcome = settle_batch(session, [usage], fee_bps=fee_bps)
+    outcome = settle_batch(session, [usage], fee_bps=fee_bps, now_us=now_us)
     if outcome.refused:
         raise outcome.refused[usage.request_id]
     return outcome.settled[0]
 
 
-def settle_batch(session: Session, usages: Sequence[Usage], *, fee_bps: int) -> BatchOutcome:
+def settle_batch(
+    session: Session, usages: Sequence[Usage], *, fee_bps: int, now_us: int | None = None
+) -> BatchOutcome:
     """Settle many usage events in one transaction; each is its own linked group, so one
     refused event (reported in `refused`) leaves the others settled."""
     if not 0 <= fee_bps <= BPS:
@@ -212,7 +222,7 @@ def settle_batch(session: Session, usages: Sequence[Usage], *, fee_bps: int) -> 
             valid.append(usage)
         except VizError as error:
             outcome.refused[usage.request_id] = error
-    book = Book(session)
+    book = Book(session, now=now_us)
     previous = _stored_events(session, [u.request_id for u in valid])
     catalogue = _Catalogue.load(session, valid)
     fresh: list[tuple[Usage, str, Settlement]] = []

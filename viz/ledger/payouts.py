@@ -68,9 +68,9 @@ def transfer_group(session: Session, requests: list[Transfer]) -> list[Posted]:
     return posted
 
 
-def expire_overdue(session: Session) -> list[Posted]:
+def expire_overdue(session: Session, *, now_us: int | None = None) -> list[Posted]:
     """Record the expiry of every reservation past its timeout, releasing its funds."""
-    book = Book(session)
+    book = Book(session, now=now_us)
     expired = book.expire_overdue(limit=1_000_000)
     book.finish()
     return expired
