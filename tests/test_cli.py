@@ -43,6 +43,7 @@ def test_help_lists_every_group_with_an_example(viz) -> None:
         "adapters",
         "market",
         "log",
+        "ledger",
         "db",
         "generate",
     ):
@@ -82,6 +83,15 @@ def test_every_command_help_carries_an_example(viz) -> None:
         ("log", "consistency"),
         ("log", "export"),
         ("log", "verify"),
+        ("ledger", "topup"),
+        ("ledger", "meter"),
+        ("ledger", "balance"),
+        ("ledger", "history"),
+        ("ledger", "statement"),
+        ("ledger", "payout"),
+        ("ledger", "credit-limit"),
+        ("ledger", "expire"),
+        ("ledger", "verify"),
     ]
     for command in commands:
         result = viz(*command, "--help")
@@ -240,3 +250,88 @@ def test_models_show_prints_provenance_and_memory(viz) -> None:
     assert "web-crawl" in result.output and "Apache-2.0" in result.output
     for precision in ("fp32", "bf16", "nf4"):
         assert re.search(rf"{precision}\s+[\d.]+ MiB\s+[\d.]+ MiB", result.output), precision
+
+
+def test_ledger_tops_up_meters_pays_out_and_verifies(viz, tmp_path) -> None:
+    from tests.ledger_world import add_adapter, add_document
+    from viz.models.registry import ensure_builtin_models
+    from viz.store import open_database, session_scope
+
+    for name in ("ada", "bob"):
+        assert viz("account", "create", name).exit_code == 0
+    engine = open_database(f"sqlite:///{tmp_path / 'home' / 'viz.db'}")
+    with session_scope(engine) as session:
+        ensure_builtin_models(session)
+        add_adapter(session, "qa", "ada", price_in=100, price_out=300)
+        document_id = add_document(session, "ada", price_per_citation=500)
+    engine.dispose()
+
+    result = viz("ledger", "topup", "bob", "5000000", "--id", "invoice-1")
+    assert result.exit_code == 0, result.output
+    assert "balance: 5,000,000 (5.000000 units)" in result.output
+    assert (
+        "already recorded" in viz("ledger", "topup", "bob", "5000000", "--id", "invoice-1").output
+    )
+
+    result = viz(
+        "ledger",
+        "meter",
+        "--consumer",
+        "bob",
+        "-a",
+        "qa:0.5",
+        "--tokens-in",
+        "1000",
+        "--tokens-out",
+        "1000",
+        "--cite",
+        str(document_id),
+        "--request-id",
+        "req-1",
+    )
+    assert result.exit_code == 0, result.output
+    assert "charged bob 700 (0.000700 units)" in result.output  # 0.5 x 400 + 500
+
+    result = viz("ledger", "statement", "ada")
+    assert "qa@1.0.0" in result.output and "earned:    630" in result.output
+
+    result = viz("ledger", "payout", "ada", "--min", "100")
+    assert result.exit_code == 0 and "paid ada 630" in result.output
+    assert "nothing paid" in viz("ledger", "payout", "ada").output
+
+    result = viz("ledger", "verify")
+    assert result.exit_code == 0, result.output
+    assert "ledger verified" in result.output and "1 usage events" in result.output
+
+    result = viz("ledger", "history", "bob")
+    assert "charge/single" in result.output and "topup/single" in result.output
+
+
+def test_ledger_refusals_are_one_line_with_their_exit_code(viz) -> None:
+    assert viz("account", "create", "bob").exit_code == 0
+    for args, code, message in [
+        (("ledger", "topup", "bob", "0"), 2, "positive"),
+        (("ledger", "topup", "zed", "5"), 3, "no account named 'zed'"),
+        (("ledger", "balance", "bob"), 3, "no ledger account yet"),
+        (
+            (
+                "ledger",
+                "meter",
+                "--consumer",
+                "bob",
+                "--tokens-in",
+                "9",
+                "--tokens-out",
+                "1000",
+                "-a",
+                "missing",
+            ),
+            3,
+            "no adapter named 'missing'",
+        ),
+    ]:
+        result = viz(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output
+    assert viz("ledger", "topup", "bob", "10").exit_code == 0
+    assert viz("ledger", "credit-limit", "bob", "-1").exit_code == 2

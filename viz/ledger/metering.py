@@ -15,10 +15,11 @@ with the same fields returns the first settlement; other fields are refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
@@ -224,6 +225,7 @@ def settle_batch(
             outcome.refused[usage.request_id] = error
     book = Book(session, now=now_us)
     previous = _stored_events(session, [u.request_id for u in valid])
+    book.prefetch([f"reserve/{u.request_id}" for u in valid if u.request_id not in previous])
     catalogue = _Catalogue.load(session, valid)
     fresh: list[tuple[Usage, str, Settlement]] = []
     seen: dict[str, tuple[str, Settlement]] = {}
@@ -286,6 +288,9 @@ def _settle_one(book: Book, usage: Usage, priced: _Priced) -> int:
                 request_id=request,
             )
         )
+    book.mark_new(
+        [t.id for t in transfers] + [f"usage/{request}/{n}" for n in range(len(priced.lines))]
+    )
     for number, line in enumerate(priced.lines):
         if line.amount:
             transfers.append(
@@ -307,12 +312,22 @@ def _settle_one(book: Book, usage: Usage, priced: _Priced) -> int:
 # --- pricing against the catalogue ----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _VersionPrice:
+    id: int
+    status: str
+    price_in_micro: int
+    price_out_micro: int
+    owner: str
+    base: str
+
+
 @dataclass
 class _Catalogue:
     """What pricing needs, loaded once per batch."""
 
     consumers: set[str]
-    versions: dict[tuple[str, str], tuple[AdapterVersion, str, str]]  # -> version, owner, base
+    versions: dict[tuple[str, str], _VersionPrice]
     documents: dict[int, tuple[str, int]]  # -> owner name, price per citation
 
     @classmethod
@@ -324,14 +339,25 @@ class _Catalogue:
         adapter_names = sorted({name for name, _ in wanted})
         if adapter_names:
             rows = session.execute(
-                select(AdapterVersion, Adapter.name, Account.name, Adapter.base_id)
+                select(
+                    AdapterVersion.id,
+                    AdapterVersion.version,
+                    AdapterVersion.status,
+                    AdapterVersion.price_in_micro,
+                    AdapterVersion.price_out_micro,
+                    Adapter.name,
+                    Account.name,
+                    Adapter.base_id,
+                )
                 .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
                 .join(Account, Adapter.owner_id == Account.id)
                 .where(Adapter.name.in_(adapter_names))
             )
-            for version, name, owner, base in rows:
-                if (name, version.version) in wanted:
-                    versions[(name, version.version)] = (version, owner, base)
+            for id_, version, status, price_in, price_out, name, owner, base in rows:
+                if (name, version) in wanted:
+                    versions[(name, version)] = _VersionPrice(
+                        id_, status, price_in, price_out, owner, base
+                    )
         document_ids = sorted({d for u in usages for d in u.citations})
         documents = {}
         if document_ids:
@@ -355,9 +381,9 @@ def _price(usage: Usage, catalogue: _Catalogue, fee_bps: int) -> _Priced:
         label = f"{use.adapter}@{use.version}"
         if found is None:
             raise NotFound(f"no adapter version {label} in the catalogue")
-        version, owner, base = found
-        if base != usage.base:
-            raise InvalidInput(f"{label} adapts base {base!r}, not {usage.base!r}")
+        version = found
+        if version.base != usage.base:
+            raise InvalidInput(f"{label} adapts base {version.base!r}, not {usage.base!r}")
         if version.status not in ("approved", "taken_down"):
             raise InvalidInput(f"{label} is {version.status}; only approved adapters are served")
         taken_down = version.status == "taken_down"
@@ -372,7 +398,7 @@ def _price(usage: Usage, catalogue: _Catalogue, fee_bps: int) -> _Priced:
         )
         recipients.append(
             Line(
-                account=ESCROW if taken_down else creator_code(owner),
+                account=ESCROW if taken_down else creator_code(version.owner),
                 amount=0,
                 kind="escrow" if taken_down else "royalty",
                 adapter=label,
@@ -388,10 +414,7 @@ def _price(usage: Usage, catalogue: _Catalogue, fee_bps: int) -> _Priced:
             Line(account=creator_code(owner), amount=0, kind="citation", document_id=document_id)
         )
     charge, amounts, fee = split(values, fee_bps)
-    lines = [
-        Line(**{**asdict(line), "amount": amount})
-        for line, amount in zip(recipients, amounts, strict=True)
-    ]
+    lines = [replace(line, amount=amount) for line, amount in zip(recipients, amounts, strict=True)]
     lines.append(Line(account=PLATFORM, amount=fee, kind="fee"))
     return _Priced(charge, tuple(lines))
 
@@ -442,7 +465,9 @@ def _record_events(
         for usage, canonical, settlement in fresh
     ]
     for start in range(0, len(rows), 5000):
-        session.execute(insert(UsageEvent), rows[start : start + 5000])
+        session.execute(
+            insert(UsageEvent.metadata.tables["usage_events"]), rows[start : start + 5000]
+        )
 
 
 def _replay(usage: Usage, canonical: str, stored: str, settlement: Settlement) -> Settlement:
@@ -477,11 +502,22 @@ def _settlement_json(settlement: Settlement) -> str:
         {
             "charge": settlement.charge,
             "reserved": settlement.reserved,
-            "lines": [asdict(line) for line in settlement.lines],
+            "lines": [_line_fields(line) for line in settlement.lines],
         },
         sort_keys=True,
         separators=(",", ":"),
     )
+
+
+def _line_fields(line: Line) -> dict[str, Any]:
+    return {
+        "account": line.account,
+        "amount": line.amount,
+        "kind": line.kind,
+        "adapter": line.adapter,
+        "adapter_version_id": line.adapter_version_id,
+        "document_id": line.document_id,
+    }
 
 
 def _settlement_from_json(request_id: str, text: str) -> Settlement:
@@ -526,6 +562,7 @@ def _check_request_id(request_id: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def _weight(weight: str | float | int) -> Fraction:
     try:
         if isinstance(weight, bool):

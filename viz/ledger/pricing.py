@@ -40,22 +40,30 @@ def charge_for(values: list[Fraction]) -> int:
 def split(values: list[Fraction], fee_bps: int) -> tuple[int, list[int], int]:
     """Divide the charge for `values` into (charge, one amount per value, platform fee).
 
+    Exact arithmetic on integers: every value is written over one common denominator, so each
+    share is an integer numerator over `total x BPS` and rounding is integer division.
+
     >>> split([Fraction(10, 3), Fraction(20, 3)], fee_bps=1000)
     (10, [3, 6], 1)
     """
     assert 0 <= fee_bps <= BPS, "the fee is checked when settings are read"
     assert all(value >= 0 for value in values), "line values are never negative"
-    charge = charge_for(values)
-    total = sum(values, Fraction(0))
+    denominator = math.lcm(*(value.denominator for value in values)) if values else 1
+    numerators = [value.numerator * (denominator // value.denominator) for value in values]
+    total = sum(numerators)
+    charge = -(-total // denominator)  # ceil(total / denominator)
     if charge == 0:
         return 0, [0] * len(values), 0
-    keep = 1 - Fraction(fee_bps, BPS)
-    exact = [value * charge / total * keep for value in values]
-    exact.append(charge * Fraction(fee_bps, BPS))
-    amounts = [math.floor(share) for share in exact]
+    # share_i = value_i / sum x charge x (1 - fee)
+    #         = numerator_i x charge x (BPS - fee) / (total x BPS)
+    scale = total * BPS
+    exact = [numerator * charge * (BPS - fee_bps) for numerator in numerators]
+    exact.append(charge * fee_bps * total)
+    amounts = [share // scale for share in exact]
     left = charge - sum(amounts)
     assert 0 <= left < len(exact), "rounding down loses less than one unit per share"
-    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - amounts[i]), i))
-    for index in by_remainder[:left]:
-        amounts[index] += 1
+    if left:
+        by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] % scale), i))
+        for index in by_remainder[:left]:
+            amounts[index] += 1
     return charge, amounts[:-1], amounts[-1]

@@ -57,6 +57,7 @@ PHASES = ("single", "pending", "post", "void", "expire")
 GENESIS = "0" * 64
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:/@+-]{1,160}")
 _CHUNK = 500
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _PAST = {"post": "posted", "void": "voided", "expire": "expired"}
 
 
@@ -123,7 +124,7 @@ def canonical_line(posted: Posted, pending_seq: int | None) -> bytes:
         posted.memo,
         posted.timestamp_us,
     ]
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(fields).encode()
 
 
 def chain_next(previous: str, line: bytes) -> str:
@@ -154,11 +155,18 @@ class _Pending:
 
 @dataclass
 class _Group:
-    """What one linked group changes, applied to the book only if every transfer passes."""
+    """What one linked group changes: account sums are changed in place, with their values
+    before the group saved to restore if any transfer of the group is refused."""
 
-    accounts: dict[str, _Account] = field(default_factory=dict)
+    saved: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     pendings: dict[str, _Pending] = field(default_factory=dict)
     staged: list[Posted] = field(default_factory=list)
+
+    def undo(self, accounts: dict[str, _Account]) -> None:
+        for code, (dp, dpo, cp, cpo) in self.saved.items():
+            account = accounts[code]
+            account.debits_pending, account.debits_posted = dp, dpo
+            account.credits_pending, account.credits_posted = cp, cpo
 
 
 class Book:
@@ -179,19 +187,24 @@ class Book:
         self._accounts: dict[str, _Account] = {}
         self._codes_by_id: dict[int, str] = {}
         self._known: dict[str, Posted] = {}  # transfers by id: loaded or staged
+        self._absent: set[str] = set()  # ids looked up and not stored
         self._pendings: dict[str, _Pending] = {}
         self._changed: set[str] = set()
 
     # --- reading what is stored -------------------------------------------------------------
 
-    def prefetch(self, transfer_ids: Sequence[str], codes: set[str]) -> None:
-        """Load transfers and accounts a batch will touch, in a few queries."""
-        self._load_accounts(codes)
-        self._load_transfers([i for i in transfer_ids if i not in self._known])
+    def prefetch(self, transfer_ids: Sequence[str]) -> None:
+        """Look up, in a few queries, the transfers a batch will ask about."""
+        self._load_transfers(list(transfer_ids))
+
+    def mark_new(self, transfer_ids: Sequence[str]) -> None:
+        """Skip looking up ids the caller knows were never stored (the reserved ids of a usage
+        event not yet recorded). A wrong claim cannot apply anything twice: the insert then
+        fails on the unique transfer id and the whole transaction rolls back."""
+        self._absent.update(i for i in transfer_ids if i not in self._known)
 
     def find(self, transfer_id: str) -> Posted | None:
-        if transfer_id not in self._known:
-            self._load_transfers([transfer_id])
+        self._load_transfers([transfer_id])
         return self._known.get(transfer_id)
 
     def available(self, code: str) -> int:
@@ -227,18 +240,21 @@ class Book:
         ids = [t.id for t in transfers]
         if len(set(ids)) != len(ids):
             raise InvalidInput("a linked group names the same transfer id twice")
-        self._load_transfers([i for i in ids if i not in self._known])
+        self._load_transfers(ids)
         earlier = [self._known.get(i) for i in ids]
         if any(earlier):
             return self._replay(transfers, earlier)
         self._load_accounts({c for t in transfers for c in (t.debit, t.credit) if c})
         group = _Group()
         seq = self.first_seq + len(self.staged)
-        for transfer in transfers:
-            group.staged.append(self._stage(transfer, seq, group))
-            seq += 1
-        self._accounts.update(group.accounts)
-        self._changed.update(group.accounts)
+        try:
+            for transfer in transfers:
+                group.staged.append(self._stage(transfer, seq, group))
+                seq += 1
+        except BaseException:
+            group.undo(self._accounts)
+            raise
+        self._changed.update(group.saved)
         self._pendings.update(group.pendings)
         for posted in group.staged:
             self._known[posted.id] = posted
@@ -325,14 +341,20 @@ class Book:
     def _pair(self, transfer: Transfer, group: _Group) -> tuple[_Account, _Account]:
         accounts = []
         for code in (transfer.debit, transfer.credit):
-            if code not in group.accounts:
-                if code not in self._accounts:
-                    raise NotFound(
-                        f"transfer {transfer.id!r} names ledger account {code!r}, which does "
-                        "not exist; accounts open with a top-up or an earning"
-                    )
-                group.accounts[code] = replace(self._accounts[code])
-            accounts.append(group.accounts[code])
+            account = self._accounts.get(code)
+            if account is None:
+                raise NotFound(
+                    f"transfer {transfer.id!r} names ledger account {code!r}, which does "
+                    "not exist; accounts open with a top-up or an earning"
+                )
+            if code not in group.saved:
+                group.saved[code] = (
+                    account.debits_pending,
+                    account.debits_posted,
+                    account.credits_pending,
+                    account.credits_posted,
+                )
+            accounts.append(account)
         return accounts[0], accounts[1]
 
     def _posted(
@@ -449,14 +471,17 @@ class Book:
             )
         session = self.session
         for start in range(0, len(rows), 5000):
-            session.execute(insert(LedgerTransfer), rows[start : start + 5000])
+            session.execute(
+                insert(LedgerTransfer.metadata.tables["ledger_transfers"]),
+                rows[start : start + 5000],
+            )
         opened = [
             {"seq": p.posted.seq, "expires_at_us": p.expires_at_us}
             for p in self._pendings.values()
             if p.open and p.posted.seq >= self.first_seq
         ]
         if opened:
-            session.execute(insert(LedgerPending), opened)
+            session.execute(insert(LedgerPending.metadata.tables["ledger_pending"]), opened)
         closed = [
             seq_of[p.pending_id]
             for p in self.staged
@@ -531,13 +556,16 @@ class Book:
         self._codes_by_id[row.id] = row.code
 
     def _load_transfers(self, transfer_ids: list[str]) -> None:
-        for start in range(0, len(transfer_ids), _CHUNK):
-            rows = self.session.execute(
-                select(LedgerTransfer).where(
-                    LedgerTransfer.transfer_id.in_(transfer_ids[start : start + _CHUNK])
-                )
-            ).scalars()
-            self._add_loaded(list(rows))
+        wanted = [i for i in transfer_ids if i not in self._known and i not in self._absent]
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            rows = list(
+                self.session.execute(
+                    select(LedgerTransfer).where(LedgerTransfer.transfer_id.in_(chunk))
+                ).scalars()
+            )
+            self._add_loaded(rows)
+            self._absent.update(i for i in chunk if i not in self._known)
 
     def _add_loaded(self, rows: list[LedgerTransfer]) -> None:
         if not rows:
