@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/market.py
+	url=$$(scripts/postgres-test-server | tail -n 1); \
+		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -27,6 +27,7 @@ from viz.ledger import (
     history,
     payout,
     quote,
+    release_escrow,
     reserve,
     set_credit_limit,
     settle,
@@ -472,3 +473,54 @@ def test_ledger_accounts_hold_only_known_kinds(market) -> None:
     with session_scope(engine) as session:
         kinds = set(session.scalars(select(LedgerAccount.kind)))
     assert kinds <= {"consumer", "creator", "platform", "escrow", "clearing", "external"}
+
+
+def test_escrow_is_released_once_to_the_creator_after_a_restore(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        session.execute(
+            update(AdapterVersion)
+            .where(AdapterVersion.price_in_micro == 50)
+            .values(status="taken_down")
+        )
+    with session_scope(engine) as session:
+        for i in range(3):
+            settle(session, usage(f"r-{i}"), fee_bps=FEE)
+    assert posted(engine, "escrow") == 3 * 203
+    with refused(engine, InvalidInput, "still taken down") as session:
+        release_escrow(session, mt_version(session), to="creator")
+    with session_scope(engine) as session:
+        session.execute(
+            update(AdapterVersion)
+            .where(AdapterVersion.price_in_micro == 50)
+            .values(status="approved")
+        )
+        released = release_escrow(session, mt_version(session), to="creator")
+    assert (released.shares, released.amount) == (3, 609)
+    with session_scope(engine) as session:
+        again = release_escrow(session, mt_version(session), to="creator")
+        assert statement(session, "carol").per_adapter == [("mt@1.0.0", 3, 609)]
+    assert (again.amount, again.already_released) == (0, 3)
+    assert posted(engine, "escrow") == 0 and posted(engine, "creator:carol") == 609
+    with refused(engine, Conflict, "already released") as session:
+        release_escrow(session, mt_version(session), to="consumers")
+    check(engine)
+
+
+def test_escrow_goes_back_to_the_consumers_when_a_takedown_is_upheld(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        session.execute(
+            update(AdapterVersion)
+            .where(AdapterVersion.price_in_micro == 50)
+            .values(status="taken_down")
+        )
+        settle(session, usage("r-1"), fee_bps=FEE)
+    with session_scope(engine) as session:
+        release_escrow(session, mt_version(session), to="consumers")
+    assert posted(engine, "consumer:bob") == 1_000_000 - 715 + 203
+    check(engine)
+
+
+def mt_version(session: Session) -> AdapterVersion:
+    return session.scalars(select(AdapterVersion).where(AdapterVersion.price_in_micro == 50)).one()

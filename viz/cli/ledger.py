@@ -19,6 +19,7 @@ from viz.ledger import (
     expire_overdue,
     history,
     payout,
+    release_escrow,
     resolve_codes,
     set_credit_limit,
     settle,
@@ -232,6 +233,25 @@ def credit_limit(
     with session(context) as database:
         set_credit_limit(database, account, limit)
     typer.echo(f"consumer:{account} may now owe up to {money(limit)}")
+
+
+@app.command("release-escrow")
+def release_escrow_(
+    context: typer.Context,
+    reference: str = typer.Argument(..., help="NAME@VERSION of the adapter taken down"),
+    to: str = typer.Option(..., help="creator (after a restore) | consumers (takedown upheld)"),
+) -> None:
+    """Pay what a taken-down adapter version earned in escrow to its creator or the consumers.
+
+    Example: viz ledger release-escrow qasper-nlp@1.0.0 --to creator
+    """
+    with session(context) as database:
+        released = release_escrow(database, find_version(database, reference), to=to)
+    typer.echo(
+        f"released {released.shares} escrowed share(s) of {reference} to the {to}: "
+        f"{money(released.amount)}"
+        + (f" ({released.already_released} released before)" if released.already_released else "")
+    )
 
 
 @app.command("expire")

@@ -15,6 +15,7 @@ from viz.ledger.accounts import (
     creator_code,
     set_credit_limit,
 )
+from viz.ledger.escrow import Release, release_escrow
 from viz.ledger.metering import (
     AdapterUse,
     BatchOutcome,
@@ -59,6 +60,7 @@ __all__ = [
     "PayoutResult",
     "Posted",
     "RecordOnly",
+    "Release",
     "Report",
     "Settlement",
     "Statement",
@@ -71,6 +73,7 @@ __all__ = [
     "history",
     "payout",
     "quote",
+    "release_escrow",
     "reserve",
     "resolve_codes",
     "set_credit_limit",

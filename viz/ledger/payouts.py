@@ -37,7 +37,7 @@ __all__ = [
     "transfer_group",
 ]
 
-RESERVED_PREFIXES = ("usage/", "reserve/", "void/", "expire/", "payout/")
+RESERVED_PREFIXES = ("usage/", "reserve/", "void/", "expire/", "payout/", "release/")
 PAYOUT_TIMEOUT_S = 24 * 3600
 
 

@@ -142,7 +142,7 @@ def statement(session: Session, name: str) -> Statement:
             )
             .join(AdapterVersion, LedgerTransfer.adapter_version_id == AdapterVersion.id)
             .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
-            .where(earned, LedgerTransfer.kind == "royalty")
+            .where(earned, LedgerTransfer.kind.in_(("royalty", "release")))
             .group_by(Adapter.name, AdapterVersion.version)
             .order_by(func.sum(LedgerTransfer.amount).desc(), Adapter.name)
         )

@@ -1,0 +1,116 @@
+"""Escrow: what an adapter version earned while taken down, held until the takedown is decided.
+
+When a counter-notice is accepted (`viz market restore`), the creator is paid what was held;
+when the takedown is upheld, each request's share goes back to the consumer who paid it. Every
+release is one transfer per escrowed share, with the id `release/<seq of the escrowed share>`,
+so releasing twice (or retrying after a crash) never pays anything twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from viz.errors import Conflict, InvalidInput
+from viz.ledger.accounts import ESCROW, consumer_code, creator_code
+from viz.ledger.transfers import Book, Transfer
+from viz.store.schema import (
+    Account,
+    Adapter,
+    AdapterVersion,
+    LedgerAccount,
+    LedgerTransfer,
+    UsageEvent,
+)
+
+__all__ = ["Release", "release_escrow"]
+
+DESTINATIONS = ("creator", "consumers")
+
+
+@dataclass(frozen=True)
+class Release:
+    shares: int
+    amount: int
+    already_released: int
+
+
+def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Release:
+    """Pay what `version` earned in escrow to its creator or back to the consumers.
+
+    Raises:
+        InvalidInput: an unknown destination, or a version still taken down being paid to
+            its creator (restore it first).
+    """
+    if to not in DESTINATIONS:
+        raise InvalidInput(f"release escrow to one of {', '.join(DESTINATIONS)}, not {to!r}")
+    if to == "creator" and version.status == "taken_down":
+        raise InvalidInput(
+            "this version is still taken down; restore it (viz market restore) before paying "
+            "its escrow to the creator, or refund the consumers with --to consumers"
+        )
+    escrow_id = session.scalar(select(LedgerAccount.id).where(LedgerAccount.code == ESCROW))
+    if escrow_id is None:
+        return Release(0, 0, 0)
+    shares = session.execute(
+        select(LedgerTransfer.seq, LedgerTransfer.amount, LedgerTransfer.request_id)
+        .where(
+            LedgerTransfer.credit_id == escrow_id,
+            LedgerTransfer.adapter_version_id == version.id,
+            LedgerTransfer.kind == "escrow",
+        )
+        .order_by(LedgerTransfer.seq)
+    ).all()
+    owner = session.scalar(
+        select(Account.name)
+        .join(Adapter, Adapter.owner_id == Account.id)
+        .where(Adapter.id == version.adapter_id)
+    )
+    consumers = dict(
+        session.execute(
+            select(UsageEvent.request_id, Account.name)
+            .join(Account, UsageEvent.consumer_id == Account.id)
+            .where(UsageEvent.request_id.in_([r for _, _, r in shares]))
+        ).all()
+    )
+    book = Book(session)
+    codes = {ESCROW} | (
+        {creator_code(str(owner))}
+        if to == "creator"
+        else {consumer_code(c) for c in consumers.values()}
+    )
+    book.open_accounts(codes)
+    paid = replayed = 0
+    for seq, amount, request_id in shares:
+        credit = (
+            creator_code(str(owner))
+            if to == "creator"
+            else consumer_code(consumers[str(request_id)])
+        )
+        try:
+            (posted,) = book.apply(
+                [
+                    Transfer(
+                        id=f"release/{seq}",
+                        debit=ESCROW,
+                        credit=credit,
+                        amount=amount,
+                        kind="release",
+                        request_id=request_id,
+                        adapter_version_id=version.id,
+                    )
+                ]
+            )
+        except Conflict as error:
+            raise Conflict(
+                f"escrowed share {seq} was already released to someone other than the {to}; "
+                "a takedown's escrow is released once"
+            ) from error
+        if posted.replayed:
+            replayed += 1
+        else:
+            paid += amount
+    book.finish()
+    return Release(len(shares) - replayed, paid, replayed)
