@@ -17,7 +17,8 @@ Example:
 
     .venv/bin/python bench/ledger.py
     .venv/bin/python bench/ledger.py --events 20000 --batch 1000 --single 500
-    VIZ_TEST_POSTGRES_URL=postgresql+psycopg://viz:viz@127.0.0.1:5432/viz_test .venv/bin/python bench/ledger.py
+    VIZ_TEST_POSTGRES_URL=postgresql+psycopg://viz:viz@127.0.0.1:5432/viz_test \\
+        .venv/bin/python bench/ledger.py
 """
 
 from __future__ import annotations
@@ -165,10 +166,11 @@ def bench(url: str, label: str, events: int, batch: int, single: int) -> None:
         f"baseline bare insert of {bare_rows:,} rows: {bare_s:.2f} s = "
         f"{bare_rows / bare_s:,.0f} rows/s"
     )
+    transfers_rate = batched_rate * rows_per_event
     print(
         f"ratios: batched / one-at-a-time = {batched_rate / single_rate:.1f}x; "
-        f"ledger transfers / bare inserts = {batched_rate * rows_per_event / (bare_rows / bare_s):.2f}; "
-        f"ledger transfers / TigerBeetle 1M/s = {batched_rate * rows_per_event / TIGERBEETLE_PER_S:.4f}"
+        f"ledger transfers / bare inserts = {transfers_rate / (bare_rows / bare_s):.2f}; "
+        f"ledger transfers / TigerBeetle 1M/s = {transfers_rate / TIGERBEETLE_PER_S:.4f}"
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from viz.errors import PaymentRequired
+from viz.errors import Conflict, PaymentRequired
 from viz.ledger import AdapterUse, Usage, reserve, settle, settle_batch
 from viz.store import open_database, session_scope
 
@@ -40,8 +40,11 @@ def crash(url: str, events: int, document_id: int) -> None:
     while index < events:
         if index % 3 == 0:  # reserved, then settled in a second transaction
             usage = crash_usage(index, document_id)
-            with session_scope(engine) as session:
-                reserve(session, usage.request_id, "bob", 100_000)
+            try:
+                with session_scope(engine) as session:
+                    reserve(session, usage.request_id, "bob", 100_000)
+            except Conflict:
+                pass  # settled before a kill: settling again below returns the first result
             with session_scope(engine) as session:
                 settle(session, usage, fee_bps=FEE_BPS)
             index += 1

@@ -15,7 +15,14 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.ledger_world import BASE, add_adapter, build_market
-from viz.errors import Conflict, InvalidInput, LedgerCorrupt, NotFound, PaymentRequired
+from viz.errors import (
+    Conflict,
+    InvalidInput,
+    LedgerCorrupt,
+    NotFound,
+    PaymentRequired,
+    VizError,
+)
 from viz.ledger import (
     AdapterUse,
     Book,
@@ -356,7 +363,14 @@ def test_bad_usage_is_refused_with_the_reason(market) -> None:
         (usage("r-1", tokens_in=-1), InvalidInput, "tokens_in"),
         (usage("r-1", consumer="zed"), NotFound, "no account named 'zed'"),
         (usage("r-1", composition=(AdapterUse("nope", "1.0.0"),)), NotFound, "nope@1.0.0"),
-        (usage("r-1", composition=(AdapterUse("qa", "1.0.0", 0),)), InvalidInput, "above 0"),
+        (usage("r-1", composition=(AdapterUse("qa", "1.0.0", 0),)), InvalidInput, "between"),
+        (usage("r-1", composition=(AdapterUse("qa", "1.0.0", "inf"),)), InvalidInput, "between"),
+        (
+            usage("r-1", composition=(AdapterUse("qa", "1.0.0", "1e-99999"),)),
+            InvalidInput,
+            "between",
+        ),
+        (usage("r-1", composition=(AdapterUse("qa", "1.0.0", [1]),)), InvalidInput, "number"),
         (usage("r-1", composition=(AdapterUse("qa", "1.0.0", "x"),)), InvalidInput, "number"),
         (usage("r-1", composition=(AdapterUse("draft", "1.0.0"),)), InvalidInput, "pending"),
         (usage("r-1", base="other"), InvalidInput, "adapts base"),
@@ -524,3 +538,112 @@ def test_escrow_goes_back_to_the_consumers_when_a_takedown_is_upheld(market) -> 
 
 def mt_version(session: Session) -> AdapterVersion:
     return session.scalars(select(AdapterVersion).where(AdapterVersion.price_in_micro == 50)).one()
+
+
+# --- found in review: each of these once let money move wrongly -----------------------------
+
+
+def test_a_pending_transfer_with_the_longest_id_still_expires(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        transfer(session, pending("p" * 160, 300_000, timeout_s=1))
+        start = session.scalar(
+            select(LedgerTransfer.timestamp_us).order_by(LedgerTransfer.seq.desc())
+        )
+    with session_scope(engine) as session:
+        (expired,) = expire_overdue(session, now_us=start + 2_000_000)
+    assert expired.pending_id == "p" * 160
+    check(engine)
+
+
+def test_a_lost_payout_answer_is_resent_under_the_same_id_never_paid_twice(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        settle(session, usage("r-1"), fee_bps=FEE)
+    sent: list[PayoutOrder] = []
+
+    class LosesTheAnswer:
+        def send(self, order: PayoutOrder) -> str:
+            sent.append(order)
+            raise TimeoutError("the bank's answer never came")
+
+    class Answers:
+        def send(self, order: PayoutOrder) -> str:
+            sent.append(order)
+            return f"bank-{order.transfer_id}"
+
+    with pytest.raises(VizError, match="answer was lost"):
+        payout(engine, "ada", provider=LosesTheAnswer())
+    with session_scope(engine) as session:  # a payout in flight never expires
+        assert expire_overdue(session, now_us=2**62) == []
+    assert available(engine, "creator:ada") == 0
+    assert payout(engine, "ada", provider=Answers()) is None  # settled the lost one; 0 left
+    assert [order.transfer_id for order in sent] == [sent[0].transfer_id] * 2
+    assert posted(engine, "creator:ada") == 0 and posted(engine, "external") == -1_000_000 + 441
+    check(engine)
+
+
+def test_usage_cannot_be_settled_against_another_consumers_reservation(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        topup(session, "dan", 10_000, transfer_id="dan-first")
+        reserve(session, "r-1", "bob", 10_000)
+    with refused(engine, InvalidInput, "names debit 'consumer:dan'") as session:
+        settle(session, usage("r-1", consumer="dan"), fee_bps=FEE)
+    check(engine)
+
+
+def test_a_settled_request_cannot_be_reserved_again(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        settle(session, usage("r-1"), fee_bps=FEE)
+    with refused(engine, Conflict, "already settled") as session:
+        reserve(session, "r-1", "bob", 10_000)
+
+
+def test_client_transfers_cannot_pose_as_settlement(market) -> None:
+    engine, _ = market
+    for bad, message in [
+        (Transfer("k", "consumer:bob", "consumer:dan", 1, kind="escrow"), "Viz's own"),
+        (Transfer("k", "consumer:bob", "consumer:dan", 1, request_id="r-1"), "set by metering"),
+        (Transfer("k", "consumer:bob", "clearing", 1), "only during settlement"),
+        (Transfer(None, "consumer:bob", "external", 1), "must be text"),  # type: ignore[arg-type]
+        (Transfer("k", "consumer:bob", "external", 1, memo="m" * 201), "at most 200"),
+    ]:
+        with refused(engine, InvalidInput, message) as session:
+            transfer(session, bad)
+
+
+def test_a_pending_retry_with_another_timeout_is_refused(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        transfer(session, pending("hold", 5, timeout_s=60))
+    with refused(engine, Conflict, "timeout_s") as session:
+        transfer(session, pending("hold", 5, timeout_s=600_000))
+
+
+@pytest.mark.parametrize(
+    ("statement_sql", "message"),
+    [
+        (
+            "UPDATE usage_events SET consumer_id = (SELECT id FROM accounts WHERE name = 'dan')",
+            "but its charge debited",
+        ),
+        ("UPDATE ledger_accounts SET kind = 'external' WHERE code = 'consumer:bob'", "has kind"),
+        (
+            "UPDATE ledger_accounts SET credit_limit = 99 WHERE code = 'consumer:bob'",
+            "last set it to 0",
+        ),
+    ],
+)
+def test_verify_finds_tampering_with_events_and_account_settings(
+    market, statement_sql: str, message: str
+) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        settle(session, usage("r-1"), fee_bps=FEE)
+        set_credit_limit(session, "dan", 7)
+    check(engine)  # a logged credit limit is fine
+    tamper(engine, statement_sql)
+    with pytest.raises(LedgerCorrupt, match=message):
+        check(engine)

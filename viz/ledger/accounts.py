@@ -10,7 +10,8 @@
 | `external`      | external | the world outside: top-ups come from it, payouts go to it | none |
 
 A balance is credits posted minus debits posted. Every kind but `external` refuses a debit that
-would take debits (posted and pending) above credits posted plus its credit limit.
+would take debits (posted and pending) above credits posted plus its credit limit; every change
+of a credit limit is appended to the public log.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, NotFound
+from viz.log.store import append_entry
 from viz.store.database import write_lock
 from viz.store.schema import Account, LedgerAccount
 
@@ -146,7 +148,7 @@ def set_credit_limit(session: Session, name: str, limit: int) -> LedgerAccount:
     Raises:
         InvalidInput: a negative or absurd limit, or one below what is already spent.
     """
-    if isinstance(limit, bool) or not 0 <= limit <= CREDIT_LIMIT_MAX:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= CREDIT_LIMIT_MAX:
         raise InvalidInput(f"credit limit {limit} must be 0..{CREDIT_LIMIT_MAX} micro-units")
     write_lock(session, "ledger")
     code = consumer_code(name)
@@ -159,6 +161,7 @@ def set_credit_limit(session: Session, name: str, limit: int) -> LedgerAccount:
         )
     account.credit_limit = limit
     session.flush()
+    append_entry(session, "ledger.credit_limit", {"account": code, "credit_limit": limit})
     return account
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from viz.errors import Conflict, InvalidInput
+from viz.errors import Conflict, InvalidInput, LedgerCorrupt
 from viz.ledger.accounts import ESCROW, consumer_code, creator_code
 from viz.ledger.transfers import Book, Transfer
 from viz.store.schema import (
@@ -51,6 +51,7 @@ def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Rel
             "this version is still taken down; restore it (viz market restore) before paying "
             "its escrow to the creator, or refund the consumers with --to consumers"
         )
+    book = Book(session)  # the lock first: what follows is read as of the latest commit
     escrow_id = session.scalar(select(LedgerAccount.id).where(LedgerAccount.code == ESCROW))
     if escrow_id is None:
         return Release(0, 0, 0)
@@ -75,7 +76,6 @@ def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Rel
             .where(UsageEvent.request_id.in_([r for _, _, r in shares]))
         ).all()
     )
-    book = Book(session)
     codes = {ESCROW} | (
         {creator_code(str(owner))}
         if to == "creator"
@@ -84,6 +84,8 @@ def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Rel
     book.open_accounts(codes)
     paid = replayed = 0
     for seq, amount, request_id in shares:
+        if to == "consumers" and request_id not in consumers:
+            raise LedgerCorrupt(f"escrowed share {seq} names request {request_id!r}, never metered")
         credit = (
             creator_code(str(owner))
             if to == "creator"

@@ -56,7 +56,8 @@ __all__ = [
 REQUEST_ID_MAX = 100
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 TOKENS_MAX = 10_000_000
-WEIGHT_MAX = Fraction(4)
+WEIGHT_MIN = Decimal("0.0001")
+WEIGHT_MAX = Decimal(4)
 COMPOSITION_MAX = 16
 CITATIONS_MAX = 64
 BATCH_MAX = 50_000
@@ -144,6 +145,8 @@ def reserve(
     """
     _check_request_id(request_id)
     book = Book(session, now=now_us)
+    if session.scalar(select(UsageEvent.id).where(UsageEvent.request_id == request_id)):
+        raise Conflict(f"request {request_id!r} was already settled; a new request needs a new id")
     book.expire_overdue()
     book.open_accounts({consumer_code(consumer), CLEARING})
     (posted,) = book.apply(
@@ -270,6 +273,7 @@ def _settle_one(book: Book, usage: Usage, priced: _Priced) -> int:
         transfers.append(
             Transfer(
                 id=f"usage/{request}/charge",
+                debit=consumer_code(usage.consumer),  # refused unless it is who reserved
                 amount=priced.charge,
                 kind="charge",
                 phase=phase,
@@ -562,14 +566,18 @@ def _check_request_id(request_id: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=1024)
 def _weight(weight: str | float | int) -> Fraction:
+    if isinstance(weight, bool) or not isinstance(weight, str | float | int):
+        raise InvalidInput(f"weight {weight!r} must be a number such as 0.7")
+    return _parse_weight(weight)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_weight(weight: str | float | int) -> Fraction:
     try:
-        if isinstance(weight, bool):
-            raise InvalidOperation
-        value = Fraction(Decimal(str(weight)))
+        value = Decimal(str(weight))
     except (InvalidOperation, ValueError) as error:
         raise InvalidInput(f"weight {weight!r} must be a number such as 0.7") from error
-    if not 0 < value <= WEIGHT_MAX:
-        raise InvalidInput(f"weight {weight} must be above 0 and at most {WEIGHT_MAX}")
-    return value
+    if not value.is_finite() or not WEIGHT_MIN <= abs(value) <= WEIGHT_MAX or value < 0:
+        raise InvalidInput(f"weight {weight} must be between {WEIGHT_MIN} and {WEIGHT_MAX}")
+    return Fraction(value)

@@ -13,17 +13,20 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, VizError
 from viz.ledger.accounts import (
+    CLEARING,
+    ESCROW,
     EXTERNAL,
     consumer_code,
     creator_code,
 )
 from viz.ledger.transfers import Book, Posted, Transfer
 from viz.store.database import session_scope
+from viz.store.schema import LedgerAccount, LedgerPending, LedgerTransfer
 
 __all__ = [
     "PayoutOrder",
@@ -38,7 +41,8 @@ __all__ = [
 ]
 
 RESERVED_PREFIXES = ("usage/", "reserve/", "void/", "expire/", "payout/", "release/")
-PAYOUT_TIMEOUT_S = 24 * 3600
+CLIENT_KINDS = ("transfer", "correction", "refund", "topup")
+SYSTEM_ONLY = (CLEARING, ESCROW)  # only settlement and escrow release move money through these
 
 
 def transfer(session: Session, request: Transfer) -> Posted:
@@ -54,13 +58,7 @@ def transfer(session: Session, request: Transfer) -> Posted:
 def transfer_group(session: Session, requests: list[Transfer]) -> list[Posted]:
     """Execute linked transfers: all of them or none."""
     for request in requests:
-        if request.id.startswith(RESERVED_PREFIXES):
-            raise InvalidInput(
-                f"transfer id {request.id!r} starts with a prefix Viz reserves "
-                f"({', '.join(RESERVED_PREFIXES)}); choose another id"
-            )
-        if request.phase == "expire":
-            raise InvalidInput("expiry is Viz's to record; void a pending transfer instead")
+        _check_client(request)
     book = Book(session)
     book.expire_overdue()
     posted = book.apply(requests)
@@ -93,11 +91,33 @@ def topup(
         kind="topup",
         memo=memo,
     )
-    if request.id.startswith(RESERVED_PREFIXES):
-        raise InvalidInput(f"transfer id {request.id!r} starts with a prefix Viz reserves")
+    _check_client(request)
     (posted,) = book.apply([request])
     book.finish()
     return posted
+
+
+def _check_client(request: Transfer) -> None:
+    """What a client transfer may not do: use Viz's ids, kinds, tags or settlement accounts."""
+    if not isinstance(request.id, str) or request.id.startswith(RESERVED_PREFIXES):
+        raise InvalidInput(
+            f"transfer id {request.id!r} must be text not starting with a prefix Viz reserves "
+            f"({', '.join(RESERVED_PREFIXES)}); choose another id"
+        )
+    if request.phase == "expire":
+        raise InvalidInput("expiry is Viz's to record; void a pending transfer instead")
+    if request.kind not in CLIENT_KINDS:
+        raise InvalidInput(
+            f"transfer kind {request.kind!r} is Viz's own; use one of {', '.join(CLIENT_KINDS)}"
+        )
+    if request.request_id or request.adapter_version_id or request.document_id:
+        raise InvalidInput(
+            "request ids, adapter versions and documents are set by metering, not by a client "
+            "transfer; settle usage with viz.ledger.settle"
+        )
+    for code in (request.debit, request.credit):
+        if code in SYSTEM_ONLY:
+            raise InvalidInput(f"{code} moves money only during settlement and escrow release")
 
 
 @dataclass(frozen=True)
@@ -139,14 +159,20 @@ def payout(
 ) -> PayoutResult | None:
     """Pay creator `creator` everything available in its earnings account, if at least `minimum`.
 
-    Returns None when there is less than `minimum` to pay.
+    A payout whose outcome was never recorded (the provider's answer was lost, or the process
+    died) is first sent again under its own id, for the provider to answer idempotently, and
+    settled from that answer: a payout is never sent twice under two ids. Returns None when
+    there is less than `minimum` to pay.
 
     Raises:
-        VizError: the provider failed (the reservation is voided; nothing is paid).
+        VizError: the provider refused (the reservation is voided; nothing is paid), or its
+            answer was lost (the reservation stays; run the payout again to settle it).
     """
-    if isinstance(minimum, bool) or minimum < 1:
-        raise InvalidInput(f"--min {minimum} must be at least 1 micro-unit")
+    if isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1:
+        raise InvalidInput(f"--min {minimum!r} must be at least 1 micro-unit")
     provider = provider or RecordOnly()
+    for order in _unsettled_payouts(engine, creator):
+        _send(engine, provider, order)
     transfer_id = f"payout/{creator}/{uuid.uuid4().hex}"
     with session_scope(engine) as session:
         book = Book(session)
@@ -162,18 +188,41 @@ def payout(
                     amount=available,
                     kind="payout",
                     phase="pending",
-                    timeout_s=PAYOUT_TIMEOUT_S,
+                    timeout_s=0,  # never expires: only the provider's answer settles it
                 )
             ]
         )
         book.finish()
-    try:
-        reference = provider.send(PayoutOrder(transfer_id, creator, available))
-    except VizError:
-        _resolve_payout(engine, transfer_id, "void", 0, "provider failed")
-        raise
-    _resolve_payout(engine, transfer_id, "post", available, reference)
+    reference = _send(engine, provider, PayoutOrder(transfer_id, creator, available))
     return PayoutResult(transfer_id, available, reference)
+
+
+def _send(engine: Engine, provider: PayoutProvider, order: PayoutOrder) -> str:
+    try:
+        reference = provider.send(order)
+    except VizError:
+        _resolve_payout(engine, order.transfer_id, "void", 0, "provider refused")
+        raise
+    except Exception as error:  # noqa: BLE001 - any other failure leaves the outcome unknown
+        raise VizError(
+            f"payout {order.transfer_id} of {order.amount} micro-units: the provider's answer "
+            f"was lost ({type(error).__name__}); it stays reserved. Run the payout again: it is "
+            "re-sent under the same id and settled from the provider's answer"
+        ) from error
+    _resolve_payout(engine, order.transfer_id, "post", order.amount, reference)
+    return reference
+
+
+def _unsettled_payouts(engine: Engine, creator: str) -> list[PayoutOrder]:
+    with session_scope(engine) as session:
+        rows = session.execute(
+            select(LedgerTransfer.transfer_id, LedgerTransfer.amount)
+            .join(LedgerPending, LedgerPending.seq == LedgerTransfer.seq)
+            .join(LedgerAccount, LedgerTransfer.debit_id == LedgerAccount.id)
+            .where(LedgerTransfer.kind == "payout", LedgerAccount.code == creator_code(creator))
+            .order_by(LedgerTransfer.seq)
+        ).all()
+    return [PayoutOrder(transfer_id, creator, amount) for transfer_id, amount in rows]
 
 
 def _resolve_payout(engine: Engine, transfer_id: str, phase: str, amount: int, memo: str) -> None:

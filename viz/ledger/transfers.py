@@ -69,7 +69,7 @@ def now_us() -> int:
 class Transfer:
     """What a client asks for. `post` and `void` name their pending transfer by `pending_id`
     and may leave `debit`/`credit` empty (they are the pending transfer's); a void's amount is
-    0 or the pending amount."""
+    0 or the pending amount. A pending transfer's `timeout_s` of 0 means it never expires."""
 
     id: str
     debit: str = ""
@@ -150,7 +150,7 @@ class _Account:
 class _Pending:
     posted: Posted
     open: bool
-    expires_at_us: int
+    expires_at_us: int | None  # None: never expires
 
 
 @dataclass
@@ -218,7 +218,8 @@ class Book:
 
     def _state(self, pending: _Pending, group: _Group) -> str:
         if pending.open:
-            return "open" if pending.expires_at_us > self.now_us else "overdue"
+            expires = pending.expires_at_us
+            return "open" if expires is None or expires > self.now_us else "overdue"
         pending_id = pending.posted.id
         for posted in [*group.staged, *self.staged, *self._resolutions(pending.posted.seq)]:
             if posted.pending_id == pending_id:
@@ -279,7 +280,7 @@ class Book:
         expires = None
         if transfer.phase == "pending":
             assert transfer.timeout_s is not None, "checked by _check_shape"
-            expires = self.now_us + transfer.timeout_s * 1_000_000
+            expires = self.now_us + transfer.timeout_s * 1_000_000 if transfer.timeout_s else None
             debit.debits_pending += amount
             credit.credits_pending += amount
         else:
@@ -287,7 +288,6 @@ class Book:
             credit.credits_posted += amount
         posted = self._posted(transfer, seq, debit.code, credit.code, amount, expires)
         if transfer.phase == "pending":
-            assert expires is not None
             group.pendings[transfer.id] = _Pending(posted, open=True, expires_at_us=expires)
         return posted
 
@@ -409,7 +409,9 @@ class Book:
         """Release the funds of pending transfers past their timeout (at most `limit`)."""
         rows = self.session.execute(
             select(LedgerPending.seq)
-            .where(LedgerPending.expires_at_us <= self.now_us)
+            .where(
+                LedgerPending.expires_at_us.is_not(None), LedgerPending.expires_at_us <= self.now_us
+            )
             .order_by(LedgerPending.expires_at_us)
             .limit(limit)
         ).all()
@@ -417,15 +419,17 @@ class Book:
             return []
         seqs = [seq for (seq,) in rows]
         ids = self.session.execute(
-            select(LedgerTransfer.transfer_id).where(LedgerTransfer.seq.in_(seqs))
+            select(LedgerTransfer.seq, LedgerTransfer.transfer_id).where(
+                LedgerTransfer.seq.in_(seqs)
+            )
         ).all()
         expired = []
-        for (transfer_id,) in ids:
+        for seq, transfer_id in ids:
             if self.pending_state(transfer_id) == "overdue":
                 expired += self.apply(
                     [
                         Transfer(
-                            id=f"expire/{transfer_id}",
+                            id=f"expire/{seq}",
                             phase="expire",
                             pending_id=transfer_id,
                             kind="expire",
@@ -618,12 +622,9 @@ class Book:
         if posted.phase != "pending":
             raise InvalidInput(f"transfer {transfer_id!r} is not pending (it is {posted.phase})")
         is_open = (
-            self.session.scalar(
-                select(LedgerPending.expires_at_us).where(LedgerPending.seq == posted.seq)
-            )
+            self.session.scalar(select(LedgerPending.seq).where(LedgerPending.seq == posted.seq))
             is not None
         )
-        assert posted.expires_at_us is not None
         pending = _Pending(posted, open=is_open, expires_at_us=posted.expires_at_us)
         self._pendings[transfer_id] = pending
         return pending
@@ -640,12 +641,27 @@ class Book:
 
 def _check_shape(transfer: Transfer) -> None:
     """Refuse what no ledger state could make valid."""
-    if not ID_PATTERN.fullmatch(transfer.id):
+    if not isinstance(transfer.id, str) or not ID_PATTERN.fullmatch(transfer.id):
         raise InvalidInput(
             f"transfer id {transfer.id!r} must be 1-160 characters of letters, digits and ._:/@+-"
         )
     if transfer.phase not in PHASES:
         raise InvalidInput(f"phase {transfer.phase!r} is not one of {', '.join(PHASES)}")
+    for name, value, longest in (
+        ("kind", transfer.kind, 16),
+        ("memo", transfer.memo, 200),
+        ("request id", transfer.request_id or "", 100),
+        ("debit", transfer.debit, 80),
+        ("credit", transfer.credit, 80),
+    ):
+        if not isinstance(value, str) or len(value) > longest:
+            raise InvalidInput(f"{name} {value!r} must be text of at most {longest} characters")
+    for tag, number in (
+        ("adapter_version_id", transfer.adapter_version_id),
+        ("document_id", transfer.document_id),
+    ):
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+            raise InvalidInput(f"{tag} {number!r} must be an integer id")
     amount = transfer.amount
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidInput(f"amount {amount!r} must be an integer number of micro-units")
@@ -671,10 +687,11 @@ def _check_shape(transfer: Transfer) -> None:
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int)
-            or not 0 < timeout <= TIMEOUT_MAX_S
+            or not 0 <= timeout <= TIMEOUT_MAX_S
         ):
             raise InvalidInput(
-                f"a pending transfer needs a timeout of 1..{TIMEOUT_MAX_S} seconds, got {timeout!r}"
+                f"a pending transfer needs a timeout of 1..{TIMEOUT_MAX_S} seconds (0: none), "
+                f"got {timeout!r}"
             )
     elif transfer.timeout_s is not None:
         raise InvalidInput("only a pending transfer takes a timeout")
@@ -696,4 +713,13 @@ def _differences(transfer: Transfer, posted: Posted) -> list[str]:
         given["credit"] = transfer.credit
     if transfer.phase not in ("void", "expire") or transfer.amount:
         given["amount"] = transfer.amount
-    return [name for name, value in given.items() if getattr(posted, name) != value]
+    differences = [name for name, value in given.items() if getattr(posted, name) != value]
+    if transfer.phase == "pending" and posted.phase == "pending":
+        stored = (
+            0
+            if posted.expires_at_us is None
+            else (posted.expires_at_us - posted.timestamp_us) // 1_000_000
+        )
+        if stored != transfer.timeout_s:
+            differences.append("timeout_s")
+    return differences

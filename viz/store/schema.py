@@ -319,12 +319,13 @@ class LedgerTransfer(Base):
 
 
 class LedgerPending(Base):
-    """Pending transfers not yet posted, voided or expired: what expiry scans (derived state)."""
+    """Pending transfers not yet posted, voided or expired: what expiry scans (derived state).
+    `expires_at_us` is NULL for a pending transfer without a timeout (a payout in flight)."""
 
     __tablename__ = "ledger_pending"
 
     seq: Mapped[int] = mapped_column(ForeignKey("ledger_transfers.seq"), primary_key=True)
-    expires_at_us: Mapped[int] = mapped_column(BigInteger, index=True)
+    expires_at_us: Mapped[int | None] = mapped_column(BigInteger, index=True, nullable=True)
 
 
 class UsageEvent(Base):

@@ -129,7 +129,7 @@ def upgrade() -> None:
     op.create_table(
         "ledger_pending",
         sa.Column("seq", sa.BigInteger(), nullable=False),
-        sa.Column("expires_at_us", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at_us", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["seq"], ["ledger_transfers.seq"], name=op.f("fk_ledger_pending_seq_ledger_transfers")
         ),
