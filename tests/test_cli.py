@@ -91,6 +91,7 @@ def test_every_command_help_carries_an_example(viz) -> None:
         ("ledger", "payout"),
         ("ledger", "credit-limit"),
         ("ledger", "expire"),
+        ("ledger", "release-escrow"),
         ("ledger", "verify"),
     ]
     for command in commands:

@@ -49,6 +49,7 @@ __all__ = [
     "chain_next",
     "canonical_line",
     "now_us",
+    "posted_from_row",
 ]
 
 AMOUNT_MAX = 10**15  # a billion units of a million micro-units: far above any sane transfer
@@ -125,6 +126,26 @@ def canonical_line(posted: Posted, pending_seq: int | None) -> bytes:
         posted.timestamp_us,
     ]
     return _ENCODER.encode(fields).encode()
+
+
+def posted_from_row(row: LedgerTransfer, codes: dict[int, str], pending_id: str | None) -> Posted:
+    """A stored transfer as the ledger speaks of it: accounts by code, its pending by id."""
+    return Posted(
+        seq=row.seq,
+        id=row.transfer_id,
+        debit=codes.get(row.debit_id, "?"),
+        credit=codes.get(row.credit_id, "?"),
+        amount=row.amount,
+        phase=row.phase,
+        kind=row.kind,
+        pending_id=pending_id,
+        request_id=row.request_id,
+        adapter_version_id=row.adapter_version_id,
+        document_id=row.document_id,
+        memo=row.memo,
+        expires_at_us=row.expires_at_us,
+        timestamp_us=row.timestamp_us,
+    )
 
 
 def chain_next(previous: str, line: bytes) -> str:
@@ -586,22 +607,8 @@ class Book:
                 ).all()
             )
         for row in rows:
-            self._known[row.transfer_id] = Posted(
-                seq=row.seq,
-                id=row.transfer_id,
-                debit=self._codes_by_id[row.debit_id],
-                credit=self._codes_by_id[row.credit_id],
-                amount=row.amount,
-                phase=row.phase,
-                kind=row.kind,
-                pending_id=pending_ids.get(row.pending_seq) if row.pending_seq else None,
-                request_id=row.request_id,
-                adapter_version_id=row.adapter_version_id,
-                document_id=row.document_id,
-                memo=row.memo,
-                expires_at_us=row.expires_at_us,
-                timestamp_us=row.timestamp_us,
-            )
+            pending_id = pending_ids.get(row.pending_seq) if row.pending_seq else None
+            self._known[row.transfer_id] = posted_from_row(row, self._codes_by_id, pending_id)
 
     def _load_codes(self, account_ids: set[int]) -> None:
         wanted = [i for i in account_ids if i not in self._codes_by_id]

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from viz.errors import LedgerCorrupt
 from viz.ledger.accounts import CLEARING, KINDS, UNLIMITED, consumer_code
-from viz.ledger.transfers import GENESIS, Posted, canonical_line, chain_next
+from viz.ledger.transfers import GENESIS, canonical_line, chain_next, posted_from_row
 from viz.log.merkle import leaf_hash
 from viz.store.database import write_lock
 from viz.store.schema import (
@@ -89,22 +89,7 @@ def verify_ledger(session: Session, *, raise_on_problem: bool = True) -> Report:
             expected_seq = row.seq
         expected_seq += 1
         pending = pendings.get(row.pending_seq) if row.pending_seq is not None else None
-        posted = Posted(
-            seq=row.seq,
-            id=row.transfer_id,
-            debit=code.get(row.debit_id, "?"),
-            credit=code.get(row.credit_id, "?"),
-            amount=row.amount,
-            phase=row.phase,
-            kind=row.kind,
-            pending_id=pending.transfer_id if pending is not None else None,
-            request_id=row.request_id,
-            adapter_version_id=row.adapter_version_id,
-            document_id=row.document_id,
-            memo=row.memo,
-            expires_at_us=row.expires_at_us,
-            timestamp_us=row.timestamp_us,
-        )
+        posted = posted_from_row(row, code, pending.transfer_id if pending is not None else None)
         chain = chain_next(chain, canonical_line(posted, row.pending_seq))
         if chain != row.chain:
             problems.append(f"transfer {row.seq} ({row.transfer_id}) breaks the hash chain")
