@@ -3,6 +3,7 @@ and eight processes spending from one consumer at once."""
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -282,3 +283,45 @@ def test_eight_processes_spending_from_one_consumer_end_exact(engine: Engine) ->
         assert session.scalar(select(func.count()).select_from(UsageEvent)) == AFFORDABLE
         verify_ledger(session)
     assert bob.posted == charge - 1
+
+
+@given(text=st.text(max_size=40), number=st.integers(0, 2**62))
+def test_the_chain_line_is_exactly_compact_json(text: str, number: int) -> None:
+    from viz.ledger.transfers import Posted, canonical_line
+
+    posted = Posted(
+        number,
+        text,
+        "consumer:x",
+        "clearing",
+        5,
+        "post",
+        "charge",
+        None,
+        text,
+        None,
+        number,
+        text,
+        None,
+        number,
+    )
+    expected = [
+        number,
+        text,
+        "consumer:x",
+        "clearing",
+        5,
+        "post",
+        3,
+        None,
+        "charge",
+        text,
+        None,
+        number,
+        text,
+        number,
+    ]
+    assert (
+        canonical_line(posted, 3)
+        == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+    )

@@ -24,13 +24,13 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, NotFound, VizError
 from viz.ledger.accounts import CLEARING, ESCROW, PLATFORM, consumer_code, creator_code
 from viz.ledger.pricing import BPS, adapter_value, split
-from viz.ledger.transfers import Book, Posted, Transfer
+from viz.ledger.transfers import Book, Posted, Transfer, insert_many
 from viz.store.schema import (
     Account,
     Adapter,
@@ -468,10 +468,7 @@ def _record_events(
         }
         for usage, canonical, settlement in fresh
     ]
-    for start in range(0, len(rows), 5000):
-        session.execute(
-            insert(UsageEvent.metadata.tables["usage_events"]), rows[start : start + 5000]
-        )
+    insert_many(session, "usage_events", rows)
 
 
 def _replay(usage: Usage, canonical: str, stored: str, settlement: Settlement) -> Settlement:
