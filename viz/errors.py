@@ -19,6 +19,7 @@ __all__ = [
     "PaymentRequired",
     "Conflict",
     "LimitExceeded",
+    "Overloaded",
     "StorageCorrupt",
     "LedgerCorrupt",
     "Interrupted",
@@ -82,6 +83,13 @@ class LimitExceeded(VizError):
 
     http_status = 413
     exit_code = 7
+
+
+class Overloaded(VizError):
+    """The server's request queue is full: retry in a moment (HTTP 429)."""
+
+    http_status = 429
+    exit_code = 9
 
 
 class StorageCorrupt(VizError):

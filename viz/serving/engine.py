@@ -1,0 +1,331 @@
+"""The inference engine: continuous batching of concurrent requests over one base model, each
+row with its own adapters (see `multi_lora`).
+
+One worker thread owns the model. Each turn of its loop it admits waiting requests (up to
+`batch_max` rows): a new request is prefilled alone, then joins the running batch, whose KV
+cache is left-padded to a common length with an attention mask over the padding. Every turn then
+decodes one token for every row in one forward pass; finished or cancelled rows leave the batch
+at once. Requests wait in a bounded queue: a full queue is refused (`Overloaded`), never grown.
+
+    engine = Engine(model, tokenizer, batch_max=8, queue_max=64)
+    job = engine.submit(prompt_ids, GenerationSettings(max_tokens=64), mix=[(adapter, 0.7)])
+    for piece in job.pieces():
+        print(piece, end="")
+    job.finish_reason, job.completion_tokens
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from viz.errors import Overloaded, VizError
+from viz.models.generate import (
+    GenerationSettings,
+    _find_stop,
+    _held_back,
+    _sample,
+    end_of_turn_ids,
+)
+from viz.serving.loaded_adapter import LoadedAdapter
+from viz.serving.multi_lora import LoraBatch, install_hooks
+
+__all__ = ["Engine", "Job"]
+
+Mix = list[tuple[LoadedAdapter, float]]
+
+
+@dataclass
+class Job:
+    """One generation: filled by the engine thread, read by the caller through `pieces()`."""
+
+    prompt_ids: list[int]
+    settings: GenerationSettings
+    mix: Mix
+    text: str = ""
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    error: VizError | None = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    _events: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _generated: list[int] = field(default_factory=list)
+    _emitted: int = 0
+    _length: int = 0
+    _last: int = 0
+    _generator: Any = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    def cancel(self) -> None:
+        """Stop generating (the client went away); tokens made so far stay counted."""
+        self._cancelled.set()
+
+    def pieces(self, timeout_s: float = 600.0) -> Iterator[str]:
+        """Text as it is generated; returns when the job ends, raises its error if it failed."""
+        while True:
+            try:
+                kind, payload = self._events.get(timeout=timeout_s)
+            except queue.Empty:
+                self.cancel()
+                raise VizError(f"generation produced nothing for {timeout_s:.0f} s") from None
+            if kind == "text":
+                yield payload
+            elif kind == "error":
+                assert self.error is not None
+                raise self.error
+            else:
+                return
+
+
+class Engine:
+    """Continuous batching over one loaded base model (see the module docstring)."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, batch_max: int = 8, queue_max: int = 64
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_max = batch_max
+        self.queue_max = queue_max
+        self.stop_ids = end_of_turn_ids(model, tokenizer)
+        self.device = next(model.parameters()).device
+        self._current: list[LoraBatch | None] = [None]
+        self._hooks = install_hooks(model, self._current)
+        self._waiting: queue.Queue[Job] = queue.Queue(maxsize=queue_max)
+        self._active: list[Job] = []
+        self._cache: Any = None
+        self._mask: Any = None
+        self._closing = threading.Event()
+        self.steps = 0
+        self.rows_decoded = 0
+        self._thread = threading.Thread(target=self._run, name="viz-engine", daemon=True)
+        self._thread.start()
+
+    # --- the caller's side ------------------------------------------------------------------
+
+    def submit(self, prompt_ids: list[int], settings: GenerationSettings, mix: Mix) -> Job:
+        """Queue a generation.
+
+        Raises:
+            Overloaded: the queue is full (retry later).
+        """
+        if self._closing.is_set():
+            raise Overloaded("the server is shutting down; retry on another instance")
+        job = Job(list(prompt_ids), settings, list(mix))
+        if settings.seed is not None:
+            import torch
+
+            job._generator = torch.Generator().manual_seed(settings.seed)
+        try:
+            self._waiting.put_nowait(job)
+        except queue.Full:
+            raise Overloaded(
+                f"{self.queue_max} requests are already waiting; retry in a moment"
+            ) from None
+        return job
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting.qsize()
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def close(self, *, drain_s: float = 30.0) -> None:
+        """Stop taking requests, let running ones finish for up to `drain_s`, cancel the rest."""
+        self._closing.set()
+        deadline = time.monotonic() + drain_s
+        while (self._active or not self._waiting.empty()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for job in list(self._active):
+            job.cancel()
+        self._thread.join(timeout=5)
+        for handle in self._hooks:
+            handle.remove()
+
+    # --- the engine thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while not (self._closing.is_set() and not self._active and self._waiting.empty()):
+                try:
+                    self._admit()
+                    if self._active:
+                        self._step()
+                except Exception as error:  # noqa: BLE001 - fail the rows, keep serving
+                    self._fail_all(error)
+
+    def _admit(self) -> None:
+        joining: list[tuple[Job, Any]] = []
+        while len(self._active) + len(joining) < self.batch_max:
+            try:
+                block = not self._active and not joining
+                job = self._waiting.get(timeout=0.05) if block else self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            if job._cancelled.is_set():
+                self._finish(job, "cancelled")
+                continue
+            try:
+                cache = self._prefill(job)
+            except Exception as error:  # noqa: BLE001 - this request fails, others go on
+                self._fail(job, error)
+                continue
+            if job.finish_reason is None:
+                joining.append((job, cache))
+        if joining:
+            self._join(joining)
+
+    def _prefill(self, job: Job) -> Any:
+        import torch
+
+        self._current[0] = LoraBatch.for_rows([job.mix])
+        ids = torch.tensor([job.prompt_ids], device=self.device)
+        output = self.model(input_ids=ids, use_cache=True)
+        job._length = len(job.prompt_ids)
+        self._take(job, _sample(output.logits[0, -1], job.settings, job._generator))
+        return output.past_key_values
+
+    def _join(self, joining: list[tuple[Job, Any]]) -> None:
+        """Left-pad the running batch and the new rows' caches to one length and stack them."""
+        import torch
+        from transformers import DynamicCache
+
+        parts: list[tuple[list[Any], list[Any], Any]] = []  # keys, values, mask per group
+        if self._active:
+            layers = self._cache.layers
+            parts.append(([la.keys for la in layers], [la.values for la in layers], self._mask))
+        for _job, cache in joining:
+            length = cache.layers[0].keys.shape[2]
+            mask = torch.ones((1, length), dtype=torch.long, device=self.device)
+            parts.append(
+                ([la.keys for la in cache.layers], [la.values for la in cache.layers], mask)
+            )
+        longest = max(mask.shape[1] for _, _, mask in parts)
+
+        def pad(tensor: Any, dim: int, size: int) -> Any:
+            missing = size - tensor.shape[dim]
+            if missing == 0:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+        layer_count = len(parts[0][0])
+        data = []
+        for layer in range(layer_count):
+            keys = torch.cat([pad(p[0][layer], 2, longest) for p in parts], dim=0)
+            values = torch.cat([pad(p[1][layer], 2, longest) for p in parts], dim=0)
+            data.append((keys, values))
+        self._cache = DynamicCache(ddp_cache_data=data)
+        self._mask = torch.cat([pad(p[2], 1, longest) for p in parts], dim=0)
+        self._active.extend(job for job, _ in joining)
+        self._current[0] = LoraBatch.for_rows([job.mix for job in self._active])
+
+    def _step(self) -> None:
+        import torch
+
+        rows = len(self._active)
+        ids = torch.tensor([[job._last] for job in self._active], device=self.device)
+        positions = torch.tensor([[job._length] for job in self._active], device=self.device)
+        mask = torch.cat(
+            [self._mask, torch.ones((rows, 1), dtype=torch.long, device=self.device)], dim=1
+        )
+        cache_position = torch.tensor([self._mask.shape[1]], device=self.device)
+        output = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+            cache_position=cache_position,
+            use_cache=True,
+        )
+        self._cache, self._mask = output.past_key_values, mask
+        self.steps += 1
+        self.rows_decoded += rows
+        logits = output.logits[:, -1]
+        for row, job in enumerate(self._active):
+            job._length += 1
+            self._take(job, _sample(logits[row], job.settings, job._generator))
+        keep = [row for row, job in enumerate(self._active) if job.finish_reason is None]
+        if len(keep) < rows:
+            self._shrink(keep)
+
+    def _shrink(self, keep: list[int]) -> None:
+        """Drop finished rows, and padding columns no remaining row needs."""
+        import torch
+
+        self._active = [self._active[row] for row in keep]
+        if not keep:
+            self._cache = self._mask = None
+            self._current[0] = None
+            return
+        index = torch.tensor(keep, device=self.device)
+        mask = self._mask.index_select(0, index)
+        start = int((mask.sum(dim=0) > 0).nonzero()[0])
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self._mask = mask[:, start:]
+        self._current[0] = LoraBatch.for_rows([job.mix for job in self._active])
+
+    def _take(self, job: Job, token: int) -> None:
+        """Record one sampled token: emit the text that is safe to show, or finish."""
+        if job.first_token_at is None:
+            job.first_token_at = time.monotonic()
+        if token in self.stop_ids:
+            self._finish(job, "stop")
+            return
+        job._generated.append(token)
+        job._last = token
+        job.completion_tokens += 1
+        text = self.tokenizer.decode(job._generated, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # else a character is split across tokens: wait
+            cut = _find_stop(text, job.settings.stop, job._emitted)
+            if cut is not None:
+                job.text = text[:cut]
+                self._finish(job, "stop")
+                return
+            job.text = text
+            safe = len(text) - _held_back(text, job.settings.stop)
+            if safe > job._emitted:
+                job._events.put(("text", text[job._emitted : safe]))
+                job._emitted = safe
+        if job.completion_tokens >= job.settings.max_tokens:
+            self._finish(job, "length")
+        elif job._cancelled.is_set():
+            self._finish(job, "cancelled")
+
+    def _finish(self, job: Job, reason: str) -> None:
+        if len(job.text) > job._emitted:
+            job._events.put(("text", job.text[job._emitted :]))
+            job._emitted = len(job.text)
+        job.finish_reason = reason
+        job._events.put(("done", reason))
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        job.error = (
+            error
+            if isinstance(error, VizError)
+            else VizError(f"generation failed: {type(error).__name__}: {error}")
+        )
+        job.finish_reason = "error"
+        job._events.put(("error", ""))
+
+    def _fail_all(self, error: Exception) -> None:
+        for job in self._active:
+            self._fail(job, error)
+        self._active = []
+        self._cache = self._mask = None
+        self._current[0] = None
