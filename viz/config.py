@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     reservation_timeout_s: int = Field(default=600, gt=0, le=7 * 24 * 3600)
     """How long a request's reservation holds the consumer's funds before it expires."""
 
+    serve_batch_max: int = Field(default=8, gt=0, le=256)
+    """Most requests `viz serve` decodes together in one batch."""
+
+    serve_queue_max: int = Field(default=64, gt=0, le=100_000)
+    """Most requests waiting for a batch slot; more are refused with 429."""
+
+    serve_drain_s: float = Field(default=30.0, ge=0, le=3600)
+    """On shutdown, how long in-flight requests may finish before they are cancelled."""
+
+    adapter_cache_bytes_max: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Bytes of adapter weights kept resident by `viz serve` (least recently used out first)."""
+
     @classmethod
     def settings_customise_sources(
         cls,

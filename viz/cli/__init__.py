@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from viz.cli import account, adapters, db, documents, keys, ledger, log, market, models
 from viz.cli._context import CliState
 from viz.cli.generate import generate
+from viz.cli.serve import serve
 from viz.config import Settings
 from viz.errors import InvalidInput, VizError
 
@@ -33,6 +34,7 @@ Examples, one per group:
   viz ledger topup bob 5000000 && viz ledger statement ada  money
   viz log export log.json && viz log verify log.json  the verifiable log
   viz generate "What is the capital of France?"       answer offline
+  viz serve --port 8000                               OpenAI-compatible API
   viz db upgrade                                      database schema
 
 Data lives in VIZ_HOME (default ./.viz); the database is VIZ_DATABASE_URL
@@ -74,6 +76,7 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(log.app, name="log")
 app.add_typer(db.app, name="db")
 app.command("generate")(generate)
+app.command("serve")(serve)
 
 
 @app.callback()

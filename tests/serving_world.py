@@ -1,0 +1,60 @@
+"""Real LoRA adapters for the default model, and a catalogue that serves them.
+
+Adapters are made with PEFT (random, non-zero A and B, so they change the output) and saved as
+safetensors; `register` stores their weights as blobs and catalogue rows, as publishing does
+(screening itself is tested in tests/test_market.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from tests.ledger_world import add_adapter
+from viz.store.blobs import put_blob
+
+
+def make_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int = 8) -> Path:
+    """A PEFT LoRA on every linear layer of the base in `base_folder`, saved to `folder`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from viz.models.loading import load_folder
+
+    torch.manual_seed(seed)
+    base = load_folder(base_folder, "fp32")
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False
+    )
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.mul_(0.3)  # a clear but not destructive change to the output
+    model.save_pretrained(folder)
+    return folder
+
+
+def register(
+    session: Session,
+    blobs_dir: Path,
+    folder: Path,
+    name: str,
+    owner: str,
+    *,
+    price_in: int = 100,
+    price_out: int = 300,
+    status: str = "approved",
+    visibility: str = "public",
+) -> int:
+    """Put `folder`'s adapter in the catalogue (weights as a blob); returns the version id."""
+    weights, _ = put_blob(blobs_dir, (folder / "adapter_model.safetensors").read_bytes())
+    version = add_adapter(
+        session, name, owner, price_in=price_in, price_out=price_out, status=status
+    )
+    version.weights_sha256 = weights
+    version.config_json = (folder / "adapter_config.json").read_text()
+    version.adapter.visibility = visibility
+    session.flush()
+    return version.id

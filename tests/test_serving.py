@@ -1,0 +1,316 @@
+"""Serving: the multi-adapter engine against plain PEFT, and the HTTP API through the official
+`openai` client over real HTTP, metered in the ledger. Uses the real default model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import select
+
+from tests.ledger_world import build_market
+from tests.serving_world import make_adapter, register
+from viz.accounts import create_api_key, get_account
+from viz.config import Settings
+from viz.errors import InvalidInput
+from viz.ledger import balances, topup
+from viz.models.generate import GenerationSettings, TokenStream, chat_prompt_ids
+from viz.models.loading import load_model
+from viz.serving import Engine, load_lora, parse_model
+from viz.store import open_database, session_scope
+from viz.store.schema import AdapterVersion, UsageEvent
+
+pytestmark = pytest.mark.model
+
+GREEDY = GenerationSettings(max_tokens=20)
+QUESTIONS = ["What is the capital of France?", "Name three colours.", "Write a haiku about rain."]
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, smollm2_folder) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "qa": make_adapter(smollm2_folder, root / "qa", seed=1),
+        "mt": make_adapter(smollm2_folder, root / "mt", seed=2, rank=4),
+    }
+
+
+def lora(folder: Path, version_id: int):  # type: ignore[no-untyped-def]
+    config = (folder / "adapter_config.json").read_text()
+    return load_lora(
+        folder / "adapter_model.safetensors", config, version_id=version_id, label=folder.name
+    )
+
+
+def peft_answer(smollm2_record, models_dir, folders_weights, prompt_ids) -> str:  # type: ignore[no-untyped-def]
+    """Greedy answer of plain PEFT with these adapters active, each scaled by its weight."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    base = load_model(smollm2_record, models_dir).model
+    (first, _), *rest = folders_weights
+    model = PeftModel.from_pretrained(base, first, adapter_name=first.name)
+    for folder, _ in rest:
+        model.load_adapter(folder, adapter_name=folder.name)
+    model.base_model.set_adapter([folder.name for folder, _ in folders_weights])
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for folder, weight in folders_weights:
+                if folder.name in module.scaling:
+                    module.scaling[folder.name] *= weight
+    model.eval()
+    stream = TokenStream(
+        model, load_model(smollm2_record, models_dir).tokenizer, prompt_ids, GREEDY
+    )
+    "".join(stream)
+    return stream.text
+
+
+def test_a_batch_of_different_adapters_matches_plain_peft_token_for_token(
+    adapters, smollm2_record, models_dir
+) -> None:
+    loaded = load_model(smollm2_record, models_dir)
+    tokenizer = loaded.tokenizer
+    prompts = [
+        chat_prompt_ids(tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
+        for q in QUESTIONS
+    ]
+    qa, mt = lora(adapters["qa"], 1), lora(adapters["mt"], 2)
+    engine = Engine(loaded.model, tokenizer, batch_max=8)
+    try:
+        jobs = [
+            engine.submit(prompts[0], GREEDY, [(qa, 1.0)]),
+            engine.submit(prompts[1], GREEDY, [(mt, 1.0)]),
+            engine.submit(prompts[2], GREEDY, []),
+            engine.submit(prompts[0], GREEDY, [(qa, 0.7), (mt, 0.5)]),
+        ]
+        answers = ["".join(job.pieces()) for job in jobs]
+        assert engine.rows_decoded > engine.steps, "the rows were decoded together"
+    finally:
+        engine.close()
+    base = TokenStream(load_model(smollm2_record, models_dir).model, tokenizer, prompts[2], GREEDY)
+    "".join(base)
+    expected = [
+        peft_answer(smollm2_record, models_dir, [(adapters["qa"], 1.0)], prompts[0]),
+        peft_answer(smollm2_record, models_dir, [(adapters["mt"], 1.0)], prompts[1]),
+        base.text,
+        peft_answer(
+            smollm2_record, models_dir, [(adapters["qa"], 0.7), (adapters["mt"], 0.5)], prompts[0]
+        ),
+    ]
+    assert answers == expected
+    assert len(set(answers[0:1] + answers[3:4])) == 2, "the composition changes the answer"
+
+
+def test_the_model_grammar() -> None:
+    ref = parse_model("qa@1.0.0:0.7+mt:0.5")
+    assert [(t.name, t.version, t.weight) for t in ref.terms] == [
+        ("qa", "1.0.0", 0.7),
+        ("mt", None, 0.5),
+    ]
+    assert parse_model("smollm2-135m-instruct").single_name == "smollm2-135m-instruct"
+    for bad, message in [
+        ("auto", "not available yet"),
+        ("qa:9", "weight"),
+        ("a b", "cannot read"),
+        ("qa+qa", "twice"),
+        ("", "empty"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            parse_model(bad)
+
+
+# --- the API over HTTP ----------------------------------------------------------------------
+
+
+class Api:
+    def __init__(self, url: str, keys: dict[str, str], settings: Settings, database) -> None:  # type: ignore[no-untyped-def]
+        self.url, self.keys, self.settings, self.database = url, keys, settings, database
+        self.app = None
+
+    def client(self, who: str = "bob") -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[who], max_retries=0)
+
+    def balance(self, code: str) -> int:
+        with session_scope(self.database) as session:
+            return balances(session, code)[0].posted
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, adapters, models_dir) -> Iterator[Api]:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from viz.serving.app import create_app
+
+    home = tmp_path_factory.mktemp("serve-home")
+    (home / "models").symlink_to(models_dir, target_is_directory=True)
+    settings = Settings(home=home, serve_queue_max=8)
+    database = open_database(settings.database_url_resolved)
+    build_market(database)  # ada, bob, carol, dan; ledger_world's adapters are not servable
+    keys = {}
+    with session_scope(database) as session:
+        session.execute(AdapterVersion.__table__.update().values(status="rejected"))
+        register(session, settings.blobs_dir, adapters["qa"], "qa-real", "ada")
+        register(
+            session,
+            settings.blobs_dir,
+            adapters["mt"],
+            "mt-real",
+            "carol",
+            price_in=50,
+            price_out=200,
+        )
+        register(
+            session, settings.blobs_dir, adapters["mt"], "secret", "carol", visibility="private"
+        )
+        register(session, settings.blobs_dir, adapters["mt"], "gone", "carol", status="taken_down")
+        topup(session, "bob", 10_000_000, transfer_id="bob-funds")
+        for name in ("bob", "dan", "carol"):
+            keys[name] = create_api_key(session, get_account(session, name)).token
+    app = create_app(settings, database)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    handle = Api(f"http://127.0.0.1:{port}", keys, settings, database)
+    handle.app = app
+    yield handle
+    server.should_exit = True
+    thread.join(timeout=30)
+    database.dispose()
+
+
+def ask(client: openai.OpenAI, model: str, question: str = QUESTIONS[0], **options):  # type: ignore[no-untyped-def]
+    return client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=16,
+        temperature=0,
+        **options,
+    )
+
+
+def test_models_lists_bases_and_servable_adapters_with_prices(api) -> None:
+    ids = {m.id: m for m in api.client().models.list().data}
+    assert "smollm2-135m-instruct" in ids and "qa-real@1.0.0" in ids
+    assert "secret@1.0.0" not in ids and "gone@1.0.0" not in ids
+    assert ids["qa-real@1.0.0"].owned_by == "ada"
+    assert ids["qa-real@1.0.0"].viz["price_out_micro_per_1k"] == 300  # type: ignore[attr-defined]
+
+
+def test_a_chat_completion_is_answered_metered_and_paid_to_the_creator(api) -> None:
+    before_bob, before_ada = (
+        api.balance("consumer:bob"),
+        api.balance("creator:ada") if _has(api, "creator:ada") else 0,
+    )
+    answer = ask(api.client(), "qa-real")
+    assert answer.choices[0].message.content
+    assert answer.model == "qa-real@1.0.0:1"
+    usage = answer.usage
+    assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    charge = -(-(usage.prompt_tokens * 100 + usage.completion_tokens * 300) // 1000)
+    assert api.balance("consumer:bob") == before_bob - charge
+    assert api.balance("creator:ada") > before_ada
+    with session_scope(api.database) as session:
+        event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == answer.id))
+    assert (
+        event is not None and event.charge == charge and event.tokens_out == usage.completion_tokens
+    )
+
+
+def _has(api: Api, code: str) -> bool:
+    try:
+        api.balance(code)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def test_streaming_gives_the_same_text_and_usage_last(api) -> None:
+    plain = ask(api.client(), "mt-real").choices[0].message.content
+    chunks = list(ask(api.client(), "mt-real", stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_composition_and_the_completions_endpoint(api) -> None:
+    answer = ask(api.client(), "qa-real:0.7+mt-real@1.0.0:0.5")
+    assert answer.model == "qa-real@1.0.0:0.7+mt-real@1.0.0:0.5"
+    text = api.client().completions.create(
+        model="qa-real", prompt="The capital of France is", max_tokens=5, temperature=0
+    )
+    assert text.choices[0].text and text.usage.completion_tokens <= 5
+
+
+def test_errors_have_the_openai_shape_and_status(api) -> None:
+    bad = openai.OpenAI(
+        base_url=f"{api.url}/v1", api_key="viz_" + "0" * 16 + "_" + "0" * 64, max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):
+        ask(bad, "qa-real")
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        ask(api.client(), "no-such-adapter")
+    with pytest.raises(openai.BadRequestError, match="not available yet"):
+        ask(api.client(), "auto")
+    with pytest.raises(openai.PermissionDeniedError, match="private"):
+        ask(api.client(), "secret")
+    with pytest.raises(openai.PermissionDeniedError, match="taken down"):
+        ask(api.client(), "gone")
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask(api.client("dan"), "qa-real")
+    assert caught.value.code == "insufficient_quota"
+    response = httpx.post(
+        f"{api.url}/v1/chat/completions",
+        json={"model": "qa-real"},
+        headers={"Authorization": f"Bearer {api.keys['bob']}"},
+    )
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.headers["x-request-id"]
+
+
+def test_an_idempotent_retry_returns_the_first_answer_and_charges_once(api) -> None:
+    client = api.client()
+    before = api.balance("consumer:bob")
+    first = ask(client, "qa-real", extra_headers={"Idempotency-Key": "retry-1"})
+    after = api.balance("consumer:bob")
+    again = ask(client, "qa-real", extra_headers={"Idempotency-Key": "retry-1"})
+    assert (
+        again.id == first.id
+        and again.choices[0].message.content == first.choices[0].message.content
+    )
+    assert api.balance("consumer:bob") == after < before
+
+
+def test_concurrent_requests_share_batches(api) -> None:
+    engine_before = [(e.steps, e.rows_decoded) for e in api.app.state.server.engines.values()]
+    models = ["qa-real", "mt-real", "smollm2-135m-instruct", "qa-real:0.5+mt-real:0.5"]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda m: ask(api.client(), m, QUESTIONS[1]), models))
+    assert all(a.choices[0].message.content for a in answers)
+    (engine,) = api.app.state.server.engines.values()
+    steps = engine.steps - engine_before[0][0]
+    rows = engine.rows_decoded - engine_before[0][1]
+    assert rows > steps, "concurrent requests were decoded in shared batches"
+
+
+def test_health_metrics_and_openapi(api) -> None:
+    assert httpx.get(f"{api.url}/health").json()["status"] == "ok"
+    metrics = httpx.get(f"{api.url}/metrics").text
+    assert 'viz_requests_total{adapter="qa-real@1.0.0",status="ok"}' in metrics
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    assert "/v1/chat/completions" in spec["paths"]

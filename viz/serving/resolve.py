@@ -1,0 +1,152 @@
+"""From the `model` a request names to what runs: the base, its precision, the adapter
+versions with their weights, each checked against who is asking.
+
+Rules: unknown names are 404; a version that is taken down, or private to another account, is
+403; pending or rejected versions are not served (404). Parents in the hierarchy are applied with
+the child, at weight 1, root first, unless the request says `"viz": {"parents": false}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from viz.errors import Forbidden, InvalidInput, NotFound
+from viz.ledger import AdapterUse
+from viz.market.catalogue import _semver_key
+from viz.serving.adapter_ref import ModelRef, Term
+from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
+
+__all__ = ["Resolved", "Use", "resolve"]
+
+PARENT_DEPTH_MAX = 8
+
+
+@dataclass(frozen=True)
+class Use:
+    """One adapter version a request applies."""
+
+    version_id: int
+    name: str
+    version: str
+    weight: float
+    weights_sha256: str
+    config_json: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    base_id: str
+    precision: str
+    uses: tuple[Use, ...]
+
+    @property
+    def model(self) -> str:
+        """The canonical name of what ran: the base, or the composition with versions."""
+        if not self.uses:
+            return self.base_id
+        return "+".join(f"{u.label}:{u.weight:g}" for u in self.uses)
+
+    def composition(self) -> tuple[AdapterUse, ...]:
+        return tuple(AdapterUse(u.name, u.version, repr(u.weight)) for u in self.uses)
+
+
+def resolve(session: Session, ref: ModelRef, caller: Account, *, parents: bool = True) -> Resolved:
+    """See the module docstring."""
+    name = ref.single_name
+    if name is not None and session.get(BaseModel, name) is not None:
+        return Resolved(name, "fp32", ())
+    uses: list[Use] = []
+    bases = set()
+    precisions = set()
+    for term in ref.terms:
+        adapter = _adapter(session, term.name)
+        chain = _parents(session, adapter, caller) if parents else []
+        for parent in chain:
+            if all(u.version_id != parent.id for u in uses):
+                uses.append(_use(parent, 1.0))
+        version = _version(adapter, term, caller)
+        if any(u.version_id == version.id for u in uses):
+            raise InvalidInput(f"{term.name} is already applied as a parent of another adapter")
+        uses.append(_use(version, term.weight))
+        bases.add(adapter.base_id)
+        precisions.add(_precision(version))
+    if len(bases) > 1:
+        raise InvalidInput(f"model {ref.text!r} mixes adapters of bases {sorted(bases)}")
+    if len(precisions) > 1:
+        raise InvalidInput(
+            f"model {ref.text!r} mixes adapters trained on {sorted(precisions)} bases; "
+            "compose adapters trained on the same precision"
+        )
+    return Resolved(bases.pop(), precisions.pop(), tuple(uses))
+
+
+def _adapter(session: Session, name: str) -> Adapter:
+    adapter = session.scalar(
+        select(Adapter).where(Adapter.name == name).options(selectinload(Adapter.versions))
+    )
+    if adapter is None:
+        raise NotFound(f"the model {name!r} does not exist; list models with GET /v1/models")
+    return adapter
+
+
+def _version(adapter: Adapter, term: Term, caller: Account) -> AdapterVersion:
+    if adapter.visibility == "private" and adapter.owner_id != caller.id:
+        raise Forbidden(f"{adapter.name} is private to its creator")
+    if term.version is not None:
+        found = [v for v in adapter.versions if v.version == term.version]
+        if not found:
+            raise NotFound(f"{adapter.name} has no version {term.version!r}")
+        version = found[0]
+    else:
+        approved = [v for v in adapter.versions if v.status == "approved"]
+        taken = [v for v in adapter.versions if v.status == "taken_down"]
+        if not approved and taken:
+            raise Forbidden(f"{adapter.name} was taken down and is not served")
+        if not approved:
+            raise NotFound(f"{adapter.name} has no approved version yet")
+        version = max(approved, key=_semver_key)
+    if version.status == "taken_down":
+        raise Forbidden(f"{adapter.name}@{version.version} was taken down and is not served")
+    if version.status != "approved":
+        raise NotFound(f"{adapter.name}@{version.version} is {version.status}, not served")
+    return version
+
+
+def _parents(session: Session, adapter: Adapter, caller: Account) -> list[AdapterVersion]:
+    chain: list[AdapterVersion] = []
+    current = adapter.parent
+    while current is not None:
+        if len(chain) >= PARENT_DEPTH_MAX:
+            raise InvalidInput(f"{adapter.name} has more than {PARENT_DEPTH_MAX} ancestors")
+        chain.append(_version(current, Term(current.name), caller))
+        current = current.parent
+    return list(reversed(chain))
+
+
+def _use(version: AdapterVersion, weight: float) -> Use:
+    return Use(
+        version.id,
+        version.adapter.name,
+        version.version,
+        weight,
+        version.weights_sha256,
+        version.config_json,
+    )
+
+
+def _precision(version: AdapterVersion) -> str:
+    """The base precision an adapter is served on: the one it was trained on (its manifest)."""
+    try:
+        manifest = json.loads(version.manifest_json or "{}")
+    except ValueError:
+        return "fp32"
+    precision = manifest.get("base", {}).get("precision", "fp32")
+    return precision if precision in ("fp32", "bf16", "nf4") else "fp32"
