@@ -68,6 +68,7 @@ def test_every_command_help_carries_an_example(viz) -> None:
         ("db", "upgrade"),
         ("db", "status"),
         ("generate",),
+        ("serve",),
         ("adapters", "train"),
         ("adapters", "eval"),
         ("adapters", "list"),
