@@ -19,7 +19,9 @@ def test_every_setting_is_documented(field: str) -> None:
     assert f"VIZ_{field.upper()}" in README
 
 
-@pytest.mark.parametrize("group", [group.name for group in app.registered_groups] + ["generate", "serve"])
+@pytest.mark.parametrize(
+    "group", [group.name for group in app.registered_groups] + ["generate", "serve"]
+)
 def test_every_command_group_has_a_readme_example(group: str) -> None:
     assert f"viz {group}" in README
 

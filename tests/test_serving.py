@@ -314,3 +314,170 @@ def test_health_metrics_and_openapi(api) -> None:
     assert 'viz_requests_total{adapter="qa-real@1.0.0",status="ok"}' in metrics
     spec = httpx.get(f"{api.url}/openapi.json").json()
     assert "/v1/chat/completions" in spec["paths"]
+
+
+def test_the_async_client_streams_too(api) -> None:
+    import asyncio
+
+    async def run() -> str:
+        client = openai.AsyncOpenAI(
+            base_url=f"{api.url}/v1", api_key=api.keys["bob"], max_retries=0
+        )
+        stream = await client.chat.completions.create(
+            model="qa-real",
+            messages=[{"role": "user", "content": QUESTIONS[1]}],
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    assert asyncio.run(run())
+
+
+def test_every_paid_route_checks_the_key_and_the_adapters_owner(api) -> None:
+    from viz.accounts.keys import revoke_api_key
+
+    with session_scope(api.database) as session:
+        carol = get_account(session, "carol")
+        revoked = create_api_key(session, carol)
+        revoke_api_key(session, revoked.key_id)
+    body = {"model": "qa-real", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}
+    routes = [
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/chat/completions", body),
+        ("POST", "/v1/completions", {"model": "qa-real", "prompt": "Hi", "max_tokens": 1}),
+    ]
+    for method, path, payload in routes:
+        for headers, status in [
+            ({}, 401),
+            ({"Authorization": "Bearer nonsense"}, 401),
+            ({"Authorization": f"Bearer {revoked.token}"}, 401),
+        ]:
+            response = httpx.request(method, f"{api.url}{path}", json=payload, headers=headers)
+            assert response.status_code == status, (path, headers, response.text)
+            assert response.json()["error"]["code"] == "invalid_api_key"
+        if payload is not None:
+            private = {**payload, "model": "secret"}
+            response = httpx.post(
+                f"{api.url}{path}",
+                json=private,
+                headers={"Authorization": f"Bearer {api.keys['bob']}"},
+            )
+            assert response.status_code == 403
+            owner = httpx.post(
+                f"{api.url}{path}",
+                json=private,
+                headers={"Authorization": f"Bearer {api.keys['carol']}"},
+            )
+            assert owner.status_code in (200, 429), owner.text  # carol may use her own
+
+
+def test_a_client_that_disconnects_pays_for_what_was_streamed(api) -> None:
+    before = api.balance("consumer:bob")
+    body = {
+        "model": "qa-real",
+        "max_tokens": 200,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell me a long story about the sea."}],
+    }
+    headers = {"Authorization": f"Bearer {api.keys['bob']}"}
+    with httpx.stream("POST", f"{api.url}/v1/chat/completions", json=body, headers=headers) as r:
+        request_id = r.headers["x-request-id"]
+        lines = r.iter_lines()
+        received = [next(lines) for _ in range(6)]  # a few chunks, then hang up
+    assert any('"content"' in line for line in received)
+    deadline = time.monotonic() + 30
+    event = None
+    while event is None and time.monotonic() < deadline:
+        with session_scope(api.database) as session:
+            event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == request_id))
+        time.sleep(0.1)
+    assert event is not None, "the disconnected request was settled"
+    assert 1 <= event.tokens_out < 200
+    assert api.balance("consumer:bob") == before - event.charge
+    with session_scope(api.database) as session:
+        from viz.ledger import verify_ledger
+
+        verify_ledger(session)
+
+
+def test_a_full_queue_refuses_instead_of_growing(smollm2_record, models_dir) -> None:
+    from viz.errors import Overloaded
+
+    loaded = load_model(smollm2_record, models_dir)
+    engine = Engine(loaded.model, loaded.tokenizer, batch_max=1, queue_max=1)
+    prompt = chat_prompt_ids(
+        loaded.tokenizer, [{"role": "user", "content": "Hi"}], prompt_tokens_max=64
+    )
+    refused = 0
+    jobs = []
+    try:
+        for _ in range(4):
+            try:
+                jobs.append(engine.submit(prompt, GenerationSettings(max_tokens=30), []))
+            except Overloaded:
+                refused += 1
+    finally:
+        for job in jobs:
+            job.cancel()
+        engine.close()
+    assert refused >= 1 and len(jobs) <= 3
+
+
+def test_random_request_bodies_never_cause_a_server_error(api) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-3, 3), st.floats(-3, 3), st.text(max_size=8)
+    )
+    messages = st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "system", "tool", "x", 3]),
+                "content": st.one_of(st.text(max_size=12), st.integers()),
+            }
+        ),
+        max_size=3,
+    )
+    bodies = st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(
+                [
+                    "qa-real",
+                    "smollm2-135m-instruct",
+                    "auto",
+                    "",
+                    "a+b",
+                    "qa-real:9",
+                    "qa-real@9.9.9",
+                    "secret",
+                    7,
+                ]
+            ),
+            "max_tokens": st.one_of(st.integers(-2, 2), st.text(max_size=3)),
+        },
+        optional={
+            "messages": st.one_of(messages, scalars),
+            "prompt": scalars,
+            "temperature": scalars,
+            "top_p": scalars,
+            "n": st.integers(-1, 5),
+            "stop": st.one_of(scalars, st.lists(st.text(max_size=70), max_size=10)),
+            "seed": scalars,
+            "stream": st.booleans(),
+            "viz": st.one_of(scalars, st.just({})),
+        },
+    )
+    headers = {"Authorization": f"Bearer {api.keys['bob']}"}
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies, path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+    def check(body, path) -> None:  # type: ignore[no-untyped-def]
+        response = httpx.post(f"{api.url}{path}", json=body, headers=headers, timeout=60)
+        assert response.status_code < 500, (body, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+    check()

@@ -549,9 +549,11 @@ async def _stream(
         }
         yield f"data: {json.dumps(message)}\n\n"
     finally:
+        # Runs also when the client went away (the task is being cancelled, so nothing here may
+        # await): stop generating and settle the tokens already streamed, synchronously.
         for job in call.jobs:
-            job.cancel()  # a client that went away stops generation; streamed tokens are paid
-        tokens = await asyncio.to_thread(call.finish, failed=failed)
+            job.cancel()
+        tokens = call.finish(failed=failed)
     if include_usage:
         payload = {
             "id": call.request_id,
