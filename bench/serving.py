@@ -203,12 +203,12 @@ def _api_overhead(record, models_dir, folder: Path, prompt_ids, calls: int) -> N
     with session_scope(database) as session:
         resolved = resolve(session, parse_model("bench-adapter"), get_account(session, "bob"))
     mix = app.state.server.mix(resolved)
-    options = GenerationSettings(max_tokens=8)
+    options = GenerationSettings(max_tokens=1)
     api_times, local_times = [], []
     for _ in range(calls):
         start = time.perf_counter()
         client.chat.completions.create(
-            model="bench-adapter", messages=question, max_tokens=8, temperature=0
+            model="bench-adapter", messages=question, max_tokens=1, temperature=0
         )
         api_times.append(time.perf_counter() - start)
         start = time.perf_counter()
@@ -218,7 +218,7 @@ def _api_overhead(record, models_dir, folder: Path, prompt_ids, calls: int) -> N
         local_times.append(time.perf_counter() - start)
     server.should_exit = True
     overhead = [a - b for a, b in zip(api_times, local_times, strict=True)]
-    print("\n## API overhead (8 tokens, adapter, metered)")
+    print("\n## API overhead (1 token, adapter, metered)")
     print(
         f"through HTTP: p50 {statistics.median(api_times) * 1e3:.1f} ms; in-process: p50 "
         f"{statistics.median(local_times) * 1e3:.1f} ms; overhead p50 "

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, NotFound
@@ -68,9 +68,17 @@ def append_entry(session: Session, kind: str, payload: dict[str, Any]) -> LogEnt
     index = session.scalar(select(func.coalesce(func.max(LogEntry.index) + 1, 0)))
     event = {"kind": kind, "time": datetime.now(UTC).isoformat(timespec="seconds"), **payload}
     data = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    entry = LogEntry(index=index, kind=kind, data=data, leaf_hash=leaf_hash(data.encode()).hex())
-    session.add(entry)
-    session.flush()
+    entry = LogEntry(
+        index=index,
+        kind=kind,
+        data=data,
+        leaf_hash=leaf_hash(data.encode()).hex(),
+        created_at=datetime.now(UTC),
+    )
+    session.execute(
+        insert(LogEntry.metadata.tables["log_entries"]),
+        [{c: getattr(entry, c) for c in ("index", "kind", "data", "leaf_hash", "created_at")}],
+    )
     return entry
 
 

@@ -202,27 +202,34 @@ class Call:
             composition=self.resolved.composition(),
         )
 
-    def start(self) -> None:
+    def reserve(self, session: Any) -> None:
+        """Hold what the request may cost (max_tokens x n), in the caller's transaction.
+
+        Raises:
+            PaymentRequired: the consumer's balance cannot cover it (HTTP 429 insufficient_quota).
+        """
         server = self.server
-        with session_scope(server.database) as session:
-            most = quote(
-                session, self.usage(self.options.max_tokens * self.n), fee_bps=server.fee_bps
+        most = quote(session, self.usage(self.options.max_tokens * self.n), fee_bps=server.fee_bps)
+        if not most:
+            return
+        try:
+            reserve(
+                session,
+                self.request_id,
+                self.account.name,
+                most,
+                timeout_s=server.settings.reservation_timeout_s,
             )
-            if most:
-                try:
-                    reserve(
-                        session,
-                        self.request_id,
-                        self.account.name,
-                        most,
-                        timeout_s=server.settings.reservation_timeout_s,
-                    )
-                except PaymentRequired as error:
-                    raise PaymentRequired(
-                        f"insufficient quota: this request may cost up to {most} micro-units "
-                        f"({self.options.max_tokens} tokens x {self.n}); {error.message}"
-                    ) from error
-                self.reserved = True
+        except PaymentRequired as error:
+            raise PaymentRequired(
+                f"insufficient quota: this request may cost up to {most} micro-units "
+                f"({self.options.max_tokens} tokens x {self.n}); {error.message}"
+            ) from error
+        self.reserved = True
+
+    def start(self) -> None:
+        """Queue the generations (after `reserve` committed); a full queue voids the hold."""
+        server = self.server
         engine, _ = server.engine(self.resolved.base_id, self.resolved.precision)
         mix = server.mix(self.resolved)
         try:
@@ -434,10 +441,13 @@ def _begin(
     messages: list[dict[str, str]] | None,
     prompt: str | None,
 ) -> Call | dict[str, Any]:
+    """Authenticate, resolve, tokenise and reserve, in one transaction; then queue."""
     settings = server.settings
+    max_tokens = body.max_completion_tokens or body.max_tokens or 256
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    options = GenerationSettings(max_tokens, body.temperature, body.top_p, body.seed, stop)
     with session_scope(server.database) as session:
         account = _caller(session, authorization)
-        session.expunge(account)
         request_id = request.state.request_id
         if idempotency_key:
             digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
@@ -452,24 +462,30 @@ def _begin(
                     "use a new key for a new request"
                 )
         resolved = resolve(session, parse_model(body.model), account, parents=body.viz.parents)
-    max_tokens = body.max_completion_tokens or body.max_tokens or 256
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    options = GenerationSettings(max_tokens, body.temperature, body.top_p, body.seed, stop)
-    options.check(max_tokens_limit=settings.generate_tokens_max)
-    _, tokenizer = server.engine(resolved.base_id, resolved.precision)
-    if messages is not None:
-        ids = chat_prompt_ids(tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max)
-    else:
-        ids = list(tokenizer(prompt or "")["input_ids"])
-        if not ids:
-            raise InvalidInput("prompt is empty")
-        if len(ids) > settings.prompt_tokens_max:
-            raise LimitExceeded(
-                f"prompt is {len(ids)} tokens; the limit is {settings.prompt_tokens_max}"
-            )
-    call = Call(server, account, request_id, resolved, ids, options, body.n)
+        options.check(max_tokens_limit=settings.generate_tokens_max)
+        _, tokenizer = server.engine(resolved.base_id, resolved.precision)
+        ids = _prompt_ids(tokenizer, settings, messages, prompt)
+        session.flush()
+        session.expunge(account)
+        call = Call(server, account, request_id, resolved, ids, options, body.n)
+        call.reserve(session)
     call.start()
     return call
+
+
+def _prompt_ids(
+    tokenizer: Any, settings: Settings, messages: list[dict[str, str]] | None, prompt: str | None
+) -> list[int]:
+    if messages is not None:
+        return chat_prompt_ids(tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max)
+    ids = list(tokenizer(prompt or "")["input_ids"])
+    if not ids:
+        raise InvalidInput("prompt is empty")
+    if len(ids) > settings.prompt_tokens_max:
+        raise LimitExceeded(
+            f"prompt is {len(ids)} tokens; the limit is {settings.prompt_tokens_max}"
+        )
+    return ids
 
 
 def _collect(call: Call, body: CompletionBody, kind: str) -> dict[str, Any]:

@@ -14,13 +14,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from viz.errors import InvalidInput, VizError
-from viz.store.schema import WriteLock
 
 __all__ = [
     "open_database",
@@ -115,6 +114,9 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
+_LOCK_STATEMENT = text("UPDATE write_locks SET generation = generation + 1 WHERE name = :name")
+
+
 def write_lock(session: Session, name: str) -> None:
     """Serialise writers named `name` ("ledger", "log") until this transaction ends.
 
@@ -122,9 +124,7 @@ def write_lock(session: Session, name: str) -> None:
     SQLite takes its database write lock here, so the reads that follow see every earlier commit
     and nobody else writes before this transaction does. Take "ledger" before "log", never after.
     """
-    result = session.execute(
-        update(WriteLock).where(WriteLock.name == name).values(generation=WriteLock.generation + 1)
-    )
+    result = session.execute(_LOCK_STATEMENT, {"name": name})
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise VizError(f"write lock {name!r} is missing; run: viz db upgrade")
 
