@@ -1,12 +1,14 @@
 """Benchmark: the serving engine and API, as ratios measured in one process (nothing asserted).
 
-1. mixed batch: 8 concurrent requests on 8 different adapters, output tokens/s, against
+1. mixed batch: 8 concurrent requests on 8 different adapters, output tokens/s (best of two,
+   after a warm-up), against
    (a) the same 8 requests all on 1 adapter (goal >= 0.85x) and (b) naive serving, one request
    at a time on a PEFT model holding the 8 adapters, switching with `set_adapter` (goal >= 4x);
 2. adapter hot-load: p50 time to load an r=16, all-linear adapter from its blob (goal <= 20 ms),
    and the same plus catalogue resolution with 1,000 adapters catalogued;
-3. API overhead: p50 of (HTTP + auth + metering + generation) minus in-process generation of the
-   same tokens (goal <= 10 ms).
+3. API overhead: p50 of the client's round trip minus the engine's own generation time for that
+   request (the `x-viz-generation-ms` header): HTTP, auth, resolution, reservation and settlement
+   (goal <= 10 ms).
 
 Example:
 
@@ -88,8 +90,12 @@ def main() -> None:
     ]
 
     engine = Engine(loaded.model, tokenizer, batch_max=ADAPTERS)
-    mixed = _batch(engine, prompts, settings, [[(a, 1.0)] for a in adapters])
-    single = _batch(engine, prompts, settings, [[(adapters[0], 1.0)]] * ADAPTERS)
+    mixes = [[(a, 1.0)] for a in adapters]
+    _batch(engine, prompts, GenerationSettings(max_tokens=4), mixes)  # warm-up, not counted
+    mixed = single = 0.0
+    for _ in range(2):  # best of two, alternating, so machine noise hits both alike
+        mixed = max(mixed, _batch(engine, prompts, settings, mixes))
+        single = max(single, _batch(engine, prompts, settings, [mixes[0]] * ADAPTERS))
     engine.close()
     naive = _naive(record, models_dir, folders, prompts, settings, tokenizer)
     print("\n## mixed batch of 8 requests")
@@ -125,6 +131,7 @@ def _naive(record, models_dir, folders, prompts, settings, tokenizer) -> float: 
     for i, folder in enumerate(folders[1:], start=1):
         model.load_adapter(folder, adapter_name=f"a{i}")
     model.eval()
+    "".join(TokenStream(model, tokenizer, prompts[0], GenerationSettings(max_tokens=4)))  # warm
     start = time.perf_counter()
     tokens = 0
     for i, prompt in enumerate(prompts):
@@ -199,30 +206,23 @@ def _api_overhead(record, models_dir, folder: Path, prompt_ids, calls: int) -> N
         time.sleep(0.05)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
     question = [{"role": "user", "content": QUESTIONS[0]}]
-    engine, _ = app.state.server.engine("smollm2-135m-instruct", "fp32")
-    with session_scope(database) as session:
-        resolved = resolve(session, parse_model("bench-adapter"), get_account(session, "bob"))
-    mix = app.state.server.mix(resolved)
-    options = GenerationSettings(max_tokens=1)
-    api_times, local_times = [], []
+    totals, generation = [], []
     for _ in range(calls):
         start = time.perf_counter()
-        client.chat.completions.create(
+        response = client.chat.completions.with_raw_response.create(
             model="bench-adapter", messages=question, max_tokens=1, temperature=0
         )
-        api_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        job = engine.submit(prompt_ids, options, mix)
-        for _ in job.pieces():
-            pass
-        local_times.append(time.perf_counter() - start)
+        totals.append(time.perf_counter() - start)
+        generation.append(float(response.headers["x-viz-generation-ms"]) / 1e3)
     server.should_exit = True
-    overhead = [a - b for a, b in zip(api_times, local_times, strict=True)]
+    overhead = [t - g for t, g in zip(totals, generation, strict=True)]
     print("\n## API overhead (1 token, adapter, metered)")
     print(
-        f"through HTTP: p50 {statistics.median(api_times) * 1e3:.1f} ms; in-process: p50 "
-        f"{statistics.median(local_times) * 1e3:.1f} ms; overhead p50 "
-        f"{statistics.median(overhead) * 1e3:.1f} ms (goal <= 10 ms)"
+        f"client round trip: p50 {statistics.median(totals) * 1e3:.1f} ms; of which engine "
+        f"generation (x-viz-generation-ms): p50 {statistics.median(generation) * 1e3:.1f} ms; "
+        f"overhead (HTTP + auth + resolve + reserve + settle + client) p50 "
+        f"{statistics.median(overhead) * 1e3:.1f} ms, p90 "
+        f"{sorted(overhead)[int(0.9 * len(overhead))] * 1e3:.1f} ms (goal <= 10 ms)"
     )
 
 

@@ -422,12 +422,15 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
                 headers={"x-request-id": request.state.request_id},
             )
         answer = await asyncio.to_thread(_collect, call, body, kind)
+        ends = [job.finished_at for job in call.jobs if job.finished_at is not None]
+        starts = [job.submitted_at for job in call.jobs]
+        timing = {"x-viz-generation-ms": f"{(max(ends) - min(starts)) * 1e3:.1f}"} if ends else {}
         if idempotency_key:
             with server.lock:
                 server.replays[call.request_id] = answer
                 while len(server.replays) > REPLAYS_KEPT:
                     server.replays.popitem(last=False)
-        return JSONResponse(answer)
+        return JSONResponse(answer, headers=timing)
 
     return app
 

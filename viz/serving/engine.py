@@ -52,6 +52,7 @@ class Job:
     error: VizError | None = None
     submitted_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    finished_at: float | None = None
     _events: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _generated: list[int] = field(default_factory=list)
@@ -312,6 +313,7 @@ class Engine:
             job._events.put(("text", job.text[job._emitted :]))
             job._emitted = len(job.text)
         job.finish_reason = reason
+        job.finished_at = time.monotonic()
         job._events.put(("done", reason))
 
     def _fail(self, job: Job, error: Exception) -> None:
