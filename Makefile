@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/market.py
 	url=$$(scripts/postgres-test-server | tail -n 1); \
 		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/python bench/ledger.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache
