@@ -328,7 +328,7 @@ def test_a_voided_reservation_cannot_be_settled(market) -> None:
         reserve(session, "r-1", "bob", 10_000)
         void_reservation(session, "r-1")
     assert available(engine, "consumer:bob") == 1_000_000
-    with refused(engine, Conflict, "reservation of request 'r-1' is voided") as session:
+    with refused(engine, Conflict, "reservation of request 'r-1' was voided") as session:
         settle(session, usage("r-1"), fee_bps=FEE)
 
 
@@ -588,7 +588,7 @@ def test_usage_cannot_be_settled_against_another_consumers_reservation(market) -
     with session_scope(engine) as session:
         topup(session, "dan", 10_000, transfer_id="dan-first")
         reserve(session, "r-1", "bob", 10_000)
-    with refused(engine, InvalidInput, "names debit 'consumer:dan'") as session:
+    with refused(engine, InvalidInput, "reserved by consumer:bob") as session:
         settle(session, usage("r-1", consumer="dan"), fee_bps=FEE)
     check(engine)
 
@@ -647,3 +647,24 @@ def test_verify_finds_tampering_with_events_and_account_settings(
     tamper(engine, statement_sql)
     with pytest.raises(LedgerCorrupt, match=message):
         check(engine)
+
+
+def test_a_request_that_outlives_its_reservation_is_charged_directly(market) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:
+        reserve(session, "r-1", "bob", 5_000, timeout_s=1)
+        start = session.scalar(
+            select(LedgerTransfer.timestamp_us).order_by(LedgerTransfer.seq.desc())
+        )
+    with session_scope(engine) as session:
+        settled = settle(session, usage("r-1"), fee_bps=FEE, now_us=start + 2_000_000)
+    assert settled.reserved == 0 and settled.charge == 715
+    assert available(engine, "consumer:bob") == 1_000_000 - 715
+    with refused(engine, Conflict, "already settled") as session:
+        reserve(session, "r-1", "bob", 5_000)
+    with session_scope(engine) as session:
+        reserve(session, "r-2", "bob", 5_000, timeout_s=1, now_us=start)
+        expire_overdue(session, now_us=start + 2_000_000)
+    with refused(engine, Conflict, "reservation is expired") as session:
+        reserve(session, "r-2", "bob", 5_000, timeout_s=1, now_us=start)
+    check(engine)

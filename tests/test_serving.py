@@ -481,3 +481,75 @@ def test_random_request_bodies_never_cause_a_server_error(api) -> None:
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
     check()
+
+
+def test_short_requests_joining_and_leaving_do_not_disturb_the_running_rows(
+    adapters, smollm2_record, models_dir
+) -> None:
+    loaded = load_model(smollm2_record, models_dir)
+    tokenizer = loaded.tokenizer
+    prompts = [
+        chat_prompt_ids(tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
+        for q in QUESTIONS
+    ]
+    qa, mt = lora(adapters["qa"], 1), lora(adapters["mt"], 2)
+    long = GenerationSettings(max_tokens=24)
+    engine = Engine(loaded.model, tokenizer, batch_max=8)
+    try:
+        alone = [
+            "".join(engine.submit(prompts[i], long, mix).pieces())
+            for i, mix in ((0, [(qa, 1.0)]), (1, [(mt, 1.0)]))
+        ]
+        running = [
+            engine.submit(prompts[0], long, [(qa, 1.0)]),
+            engine.submit(prompts[1], long, [(mt, 1.0)]),
+        ]
+        short = []
+        for _ in range(6):  # each finishes in its prefill, with other adapters or none
+            time.sleep(0.05)
+            short.append(engine.submit(prompts[2], GenerationSettings(max_tokens=1), [(mt, 0.5)]))
+            short.append(engine.submit(prompts[2], GenerationSettings(max_tokens=1), []))
+        together = ["".join(job.pieces()) for job in running]
+        for job in short:
+            "".join(job.pieces())
+            assert job.completion_tokens <= 1 and job.finish_reason in ("length", "stop")
+    finally:
+        engine.close()
+    assert together == alone
+
+
+def idempotency_id(api: Api, key: str) -> str:
+    import hashlib
+
+    with session_scope(api.database) as session:
+        bob = get_account(session, "bob").id
+    return f"idem-{bob}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def test_an_idempotency_key_whose_attempt_failed_runs_again_and_charges_once(api) -> None:
+    from viz.ledger import reserve, void_reservation
+
+    failed = idempotency_id(api, "retry-after-failure")
+    with session_scope(api.database) as session:  # an earlier attempt reserved, then failed
+        reserve(session, failed, "bob", 1000)
+        void_reservation(session, failed)
+    before = api.balance("consumer:bob")
+    client = api.client()
+    answer = ask(client, "qa-real", extra_headers={"Idempotency-Key": "retry-after-failure"})
+    assert answer.id == f"{failed}.1"
+    again = ask(client, "qa-real", extra_headers={"Idempotency-Key": "retry-after-failure"})
+    assert again.id == answer.id
+    charged = before - api.balance("consumer:bob")
+    with session_scope(api.database) as session:
+        event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == answer.id))
+    assert event is not None and charged == event.charge > 0
+
+
+def test_an_idempotency_key_still_running_is_refused(api) -> None:
+    from viz.ledger import reserve
+
+    running = idempotency_id(api, "in-flight")
+    with session_scope(api.database) as session:
+        reserve(session, running, "bob", 1000)
+    with pytest.raises(openai.ConflictError, match="still running"):
+        ask(api.client(), "qa-real", extra_headers={"Idempotency-Key": "in-flight"})

@@ -37,6 +37,8 @@ from viz.store.schema import (
     AdapterVersion,
     Document,
     DocumentListing,
+    LedgerPending,
+    LedgerTransfer,
     UsageEvent,
 )
 
@@ -47,6 +49,7 @@ __all__ = [
     "Settlement",
     "Usage",
     "quote",
+    "reservation_state",
     "reserve",
     "settle",
     "settle_batch",
@@ -163,8 +166,28 @@ def reserve(
             )
         ]
     )
+    if posted.replayed and book.pending_state(posted.id) != "open":
+        raise Conflict(
+            f"request {request_id!r} was reserved before and that reservation is "
+            f"{book.pending_state(posted.id)}; a new attempt needs a new request id"
+        )
     book.finish()
     return posted
+
+
+def reservation_state(session: Session, request_id: str) -> str | None:
+    """Without locking: None (never reserved), `open`, `posted`, `voided` or `expired`."""
+    row = session.execute(
+        select(LedgerTransfer.seq, LedgerTransfer.expires_at_us).where(
+            LedgerTransfer.transfer_id == f"reserve/{request_id}"
+        )
+    ).first()
+    if row is None:
+        return None
+    if session.scalar(select(LedgerPending.seq).where(LedgerPending.seq == row[0])) is not None:
+        return "open"
+    phase = session.scalar(select(LedgerTransfer.phase).where(LedgerTransfer.pending_seq == row[0]))
+    return {"post": "posted", "void": "voided", "expire": "expired"}.get(str(phase), "expired")
 
 
 def void_reservation(session: Session, request_id: str) -> Posted:
@@ -261,14 +284,32 @@ def _settle_one(book: Book, usage: Usage, priced: _Priced) -> int:
     request = usage.request_id
     reservation = book.find(f"reserve/{request}")
     transfers = []
-    if reservation is not None:
-        state = book.pending_state(reservation.id)
-        if state != "open":
-            raise Conflict(
-                f"the reservation of request {request!r} is "
-                + ("past its timeout" if state == "overdue" else state)
-                + "; its usage cannot be settled against it"
+    state = book.pending_state(reservation.id) if reservation is not None else None
+    if reservation is not None and reservation.debit != consumer_code(usage.consumer):
+        raise InvalidInput(
+            f"request {request!r} was reserved by {reservation.debit}, not "
+            f"{consumer_code(usage.consumer)}; usage is settled by who reserved"
+        )
+    if state == "voided":
+        raise Conflict(
+            f"the reservation of request {request!r} was voided (the request was declared "
+            "failed); its usage cannot be settled"
+        )
+    if state in ("overdue", "expired"):
+        # The request outlived its hold: release it (if not yet done) and charge directly,
+        # so tokens served are never free; the balance check applies again.
+        assert reservation is not None
+        if state == "overdue":
+            transfers.append(
+                Transfer(
+                    id=f"expire/{reservation.seq}",
+                    kind="expire",
+                    phase="expire",
+                    pending_id=reservation.id,
+                )
             )
+        reservation = None
+    if reservation is not None:
         phase = "post" if priced.charge else "void"
         transfers.append(
             Transfer(
@@ -293,7 +334,8 @@ def _settle_one(book: Book, usage: Usage, priced: _Priced) -> int:
             )
         )
     book.mark_new(
-        [t.id for t in transfers] + [f"usage/{request}/{n}" for n in range(len(priced.lines))]
+        [t.id for t in transfers if t.id.startswith("usage/")]
+        + [f"usage/{request}/{n}" for n in range(len(priced.lines))]
     )
     for number, line in enumerate(priced.lines):
         if line.amount:

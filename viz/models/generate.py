@@ -69,7 +69,15 @@ def chat_prompt_ids(
     bad = [m.get("role") for m in messages if m.get("role") not in roles]
     if bad:
         raise InvalidInput(f"message role(s) {bad} not one of {sorted(roles)}")
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    try:
+        ids = tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True
+        )
+    except Exception as error:  # noqa: BLE001 - templates raise their own errors on bad turns
+        raise InvalidInput(
+            f"the model's chat template refused these messages: {error}; check the roles "
+            "(system first, then user and assistant alternating)"
+        ) from error
     if hasattr(ids, "keys"):
         ids = ids["input_ids"]
     ids = list(ids)

@@ -23,7 +23,7 @@ __all__ = ["ModelRef", "Term", "parse_model"]
 TERMS_MAX = 8
 WEIGHT_MAX = 4.0
 _TERM = re.compile(
-    r"(?P<name>[a-z0-9][a-z0-9_.-]{0,63})(?:@(?P<version>[A-Za-z0-9.+-]{1,64}))?"
+    r"(?P<name>[a-z0-9][a-z0-9_.-]{0,63})(?:@(?P<version>[A-Za-z0-9.-]{1,64}))?"
     r"(?::(?P<weight>[0-9]*\.?[0-9]+))?"
 )
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field
 from sqlalchemy import Engine as Database
 from sqlalchemy import select
+from starlette.background import BackgroundTask
 
 from viz.accounts.keys import authenticate
 from viz.config import Settings
@@ -49,6 +50,7 @@ from viz.errors import (
     VizError,
 )
 from viz.ledger import Usage, quote, reserve, settle, void_reservation
+from viz.ledger.metering import reservation_state
 from viz.models.generate import GenerationSettings, chat_prompt_ids
 from viz.models.loading import load_model
 from viz.models.registry import get_base_model
@@ -92,7 +94,7 @@ class CompletionBody(Schema):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1 - CHOICES_MAX)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=CHOICES_MAX)
     stream: bool = False
@@ -120,7 +122,8 @@ class Server:
     engines: dict[tuple[str, str], Engine] = field(default_factory=dict)
     tokenizers: dict[str, Any] = field(default_factory=dict)
     replays: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # replays
+    load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
@@ -143,7 +146,7 @@ class Server:
 
     def engine(self, base_id: str, precision: str) -> tuple[Engine, Any]:
         key = (base_id, precision)
-        with self.lock:
+        with self.load_lock:
             if key not in self.engines:
                 with session_scope(self.database) as session:
                     record = get_base_model(session, base_id)
@@ -157,7 +160,13 @@ class Server:
                 self.tokenizers[base_id] = loaded.tokenizer
             return self.engines[key], self.engines[key].tokenizer
 
-    def mix(self, resolved: Resolved) -> list[tuple[LoadedAdapter, float]]:
+    def mix(self, resolved: Resolved, engine: Engine) -> list[tuple[LoadedAdapter, float]]:
+        """The resolved adapters, hot-loaded (cached by bytes), checked against the base.
+
+        Raises:
+            InvalidInput: an adapter adapts modules this base does not have.
+            StorageCorrupt: its weights cannot be read.
+        """
         mix = []
         for use in resolved.uses:
 
@@ -165,7 +174,14 @@ class Server:
                 path = blob_path(self.settings.blobs_dir, use.weights_sha256)
                 return load_lora(path, use.config_json, version_id=use.version_id, label=use.label)
 
-            mix.append((self.slots.get(use.version_id, load), use.weight))
+            adapter = self.slots.get(use.version_id, load)
+            unknown = sorted(set(adapter.modules) - engine.hooked)
+            if unknown:
+                raise InvalidInput(
+                    f"{use.label} adapts {len(unknown)} module(s) this base does not have "
+                    f"(e.g. {unknown[0]}); it was made for another base"
+                )
+            mix.append((adapter, use.weight))
         return mix
 
     def close(self) -> None:
@@ -227,27 +243,31 @@ class Call:
             ) from error
         self.reserved = True
 
-    def start(self) -> None:
-        """Queue the generations (after `reserve` committed); a full queue voids the hold."""
-        server = self.server
-        engine, _ = server.engine(self.resolved.base_id, self.resolved.precision)
-        mix = server.mix(self.resolved)
+    def start(self, engine: Engine, mix: list[tuple[LoadedAdapter, float]]) -> None:
+        """Queue the generations (after `reserve` committed); any failure voids the hold."""
         try:
-            for _ in range(self.n):
-                self.jobs.append(engine.submit(self.prompt_ids, self.options, mix))
-        except Overloaded:
-            for job in self.jobs:
-                job.cancel()
-            self.finish(failed=True)
+            for choice in range(self.n):
+                self.jobs.append(engine.submit(self.prompt_ids, self.options, mix, choice=choice))
+        except BaseException:
+            self.abandon()
             raise
-        server.queue.set(engine.waiting)
+        self.server.queue.set(engine.waiting)
 
-    def finish(self, *, failed: bool = False) -> int:
-        """Settle what was generated (void if nothing was); returns completion tokens."""
+    def abandon(self) -> None:
+        """Stop the jobs and settle what was delivered (nothing: the hold is voided)."""
+        for job in self.jobs:
+            job.cancel()
+        if not self.settled:
+            self.finish(failed=True, tokens=0)
+
+    def finish(self, *, failed: bool = False, tokens: int | None = None) -> int:
+        """Settle the tokens delivered (`tokens`, else all generated; void if none were);
+        returns them. Settles once."""
+        if tokens is None:
+            tokens = sum(job.completion_tokens for job in self.jobs)
         if self.settled:
-            return sum(job.completion_tokens for job in self.jobs)
+            return tokens
         self.settled = True
-        tokens = sum(job.completion_tokens for job in self.jobs)
         server = self.server
         with session_scope(server.database) as session:
             if failed and tokens == 0 and self.reserved:
@@ -305,6 +325,14 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     async def viz_error(request: Request, error: VizError) -> JSONResponse:
         return _error(request, error)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=error)
+        return _error(
+            request,
+            VizError(f"internal error ({type(error).__name__}); it was logged, retry later"),
+        )
+
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]
@@ -316,7 +344,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         request.state.request_id = f"req-{uuid.uuid4().hex}"
         response: Response = await call_next(request)
         response.headers["x-request-id"] = request.state.request_id
-        for engine in server.engines.values():
+        for engine in list(server.engines.values())[:1]:
             response.headers["x-ratelimit-limit-requests"] = str(engine.queue_max)
             response.headers["x-ratelimit-remaining-requests"] = str(
                 max(0, engine.queue_max - engine.waiting)
@@ -420,6 +448,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
                 _stream(call, body, kind, include_usage),
                 media_type="text/event-stream",
                 headers={"x-request-id": request.state.request_id},
+                background=BackgroundTask(call.abandon),  # no-op once the stream settled
             )
         answer = await asyncio.to_thread(_collect, call, body, kind)
         ends = [job.finished_at for job in call.jobs if job.finished_at is not None]
@@ -444,36 +473,62 @@ def _begin(
     messages: list[dict[str, str]] | None,
     prompt: str | None,
 ) -> Call | dict[str, Any]:
-    """Authenticate, resolve, tokenise and reserve, in one transaction; then queue."""
+    """Authenticate and resolve; load, tokenise and hot-load outside any transaction; reserve
+    in a short one; then queue."""
     settings = server.settings
     max_tokens = body.max_completion_tokens or body.max_tokens or 256
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     options = GenerationSettings(max_tokens, body.temperature, body.top_p, body.seed, stop)
+    options.check(max_tokens_limit=settings.generate_tokens_max)
     with session_scope(server.database) as session:
         account = _caller(session, authorization)
         request_id = request.state.request_id
         if idempotency_key:
-            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-            request_id = f"idem-{account.id}-{digest}"
-            request.state.request_id = request_id
-            with server.lock:
-                if request_id in server.replays:
-                    return server.replays[request_id]
-            if session.scalar(select(UsageEvent.id).where(UsageEvent.request_id == request_id)):
-                raise Conflict(
-                    "a request with this Idempotency-Key was already answered and charged; "
-                    "use a new key for a new request"
-                )
+            found = _attempt(server, session, account, idempotency_key)
+            if isinstance(found, dict):
+                return found
+            request_id = request.state.request_id = found
         resolved = resolve(session, parse_model(body.model), account, parents=body.viz.parents)
-        options.check(max_tokens_limit=settings.generate_tokens_max)
-        _, tokenizer = server.engine(resolved.base_id, resolved.precision)
-        ids = _prompt_ids(tokenizer, settings, messages, prompt)
         session.flush()
         session.expunge(account)
-        call = Call(server, account, request_id, resolved, ids, options, body.n)
+    engine, tokenizer = server.engine(resolved.base_id, resolved.precision)
+    ids = _prompt_ids(tokenizer, settings, messages, prompt)
+    mix = server.mix(resolved, engine)
+    call = Call(server, account, request_id, resolved, ids, options, body.n)
+    with session_scope(server.database) as session:
         call.reserve(session)
-    call.start()
+    call.start(engine, mix)
     return call
+
+
+ATTEMPTS_MAX = 20
+
+
+def _attempt(server: Server, session: Any, account: Account, key: str) -> str | dict[str, Any]:
+    """The request id for this Idempotency-Key: the answer of an attempt that succeeded (a
+    replay), or the next attempt's id when earlier ones failed before any charge.
+
+    Raises:
+        Conflict: an attempt with this key is still running, or its answer is no longer kept.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    base = f"idem-{account.id}-{digest}"
+    for attempt in range(ATTEMPTS_MAX):
+        request_id = base if attempt == 0 else f"{base}.{attempt}"
+        with server.lock:
+            if request_id in server.replays:
+                return server.replays[request_id]
+        if session.scalar(select(UsageEvent.id).where(UsageEvent.request_id == request_id)):
+            raise Conflict(
+                "a request with this Idempotency-Key was already answered and charged; "
+                "use a new key for a new request"
+            )
+        state = reservation_state(session, request_id)
+        if state == "open":
+            raise Conflict("a request with this Idempotency-Key is still running; retry later")
+        if state is None:
+            return request_id
+    raise Conflict(f"{ATTEMPTS_MAX} attempts with this Idempotency-Key failed; use a new key")
 
 
 def _prompt_ids(
@@ -497,7 +552,7 @@ def _collect(call: Call, body: CompletionBody, kind: str) -> dict[str, Any]:
         for job in call.jobs:
             texts.append("".join(job.pieces()))
     except VizError:
-        call.finish(failed=True)
+        call.abandon()  # the client gets an error, not the text: nothing to charge
         raise
     tokens = call.finish()
     choices = []
@@ -550,6 +605,7 @@ async def _stream(
         return f"data: {json.dumps(payload)}\n\n"
 
     failed = True
+    sent = 0  # tokens of the choices streamed so far: what a client that leaves pays for
     try:
         for index, job in enumerate(call.jobs):
             if kind == "chat":
@@ -560,6 +616,7 @@ async def _stream(
                 if piece is None:
                     break
                 yield chunk(index, piece, None)
+            sent += job.completion_tokens
             yield chunk(index, None, "length" if job.finish_reason == "length" else "stop")
         failed = False
     except VizError as error:
@@ -569,10 +626,20 @@ async def _stream(
         yield f"data: {json.dumps(message)}\n\n"
     finally:
         # Runs also when the client went away (the task is being cancelled, so nothing here may
-        # await): stop generating and settle the tokens already streamed, synchronously.
+        # await): stop generating and settle, synchronously, the tokens already streamed.
+        streaming = next((j for j in call.jobs if j.finish_reason is None), None)
         for job in call.jobs:
             job.cancel()
-        tokens = call.finish(failed=failed)
+        delivered = (
+            sum(j.completion_tokens for j in call.jobs)
+            if not failed
+            else sent + (streaming.completion_tokens if streaming is not None else 0)
+        )
+        try:
+            tokens = call.finish(failed=failed, tokens=delivered)
+        except VizError as error:  # never lose the stream's end over a ledger refusal
+            log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
+            tokens = delivered
     if include_usage:
         payload = {
             "id": call.request_id,

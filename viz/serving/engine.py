@@ -104,6 +104,8 @@ class Engine:
         self._active: list[Job] = []
         self._cache: Any = None
         self._mask: Any = None
+        self._batch_lora: LoraBatch | None = None  # the running rows' adapters
+        self.hooked = {name for name, module in model.named_modules() if _is_hooked(name, module)}
         self._closing = threading.Event()
         self.steps = 0
         self.rows_decoded = 0
@@ -112,7 +114,9 @@ class Engine:
 
     # --- the caller's side ------------------------------------------------------------------
 
-    def submit(self, prompt_ids: list[int], settings: GenerationSettings, mix: Mix) -> Job:
+    def submit(
+        self, prompt_ids: list[int], settings: GenerationSettings, mix: Mix, *, choice: int = 0
+    ) -> Job:
         """Queue a generation.
 
         Raises:
@@ -124,7 +128,7 @@ class Engine:
         if settings.seed is not None:
             import torch
 
-            job._generator = torch.Generator().manual_seed(settings.seed)
+            job._generator = torch.Generator().manual_seed(settings.seed + choice)
         try:
             self._waiting.put_nowait(job)
         except queue.Full:
@@ -149,7 +153,13 @@ class Engine:
             time.sleep(0.02)
         for job in list(self._active):
             job.cancel()
-        self._thread.join(timeout=5)
+        while True:
+            try:
+                job = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            self._finish(job, "cancelled")
+        self._thread.join()
         for handle in self._hooks:
             handle.remove()
 
@@ -186,7 +196,11 @@ class Engine:
             if job.finish_reason is None:
                 joining.append((job, cache))
         if joining:
-            self._join(joining)
+            try:
+                self._join(joining)
+            except Exception as error:  # noqa: BLE001 - the new rows fail, the batch goes on
+                for job, _ in joining:
+                    self._fail(job, error)
 
     def _prefill(self, job: Job) -> Any:
         import torch
@@ -229,10 +243,10 @@ class Engine:
             keys = torch.cat([pad(p[0][layer], 2, longest) for p in parts], dim=0)
             values = torch.cat([pad(p[1][layer], 2, longest) for p in parts], dim=0)
             data.append((keys, values))
-        self._cache = DynamicCache(ddp_cache_data=data)
+        self._cache = DynamicCache(ddp_cache_data=data, config=self.model.config)
         self._mask = torch.cat([pad(p[2], 1, longest) for p in parts], dim=0)
         self._active.extend(job for job, _ in joining)
-        self._current[0] = LoraBatch.for_rows([job.mix for job in self._active])
+        self._batch_lora = LoraBatch.for_rows([job.mix for job in self._active])
 
     def _step(self) -> None:
         import torch
@@ -244,6 +258,7 @@ class Engine:
             [self._mask, torch.ones((rows, 1), dtype=torch.long, device=self.device)], dim=1
         )
         cache_position = torch.tensor([self._mask.shape[1]], device=self.device)
+        self._current[0] = self._batch_lora  # a prefill in between set its own
         output = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -258,7 +273,12 @@ class Engine:
         logits = output.logits[:, -1]
         for row, job in enumerate(self._active):
             job._length += 1
-            self._take(job, _sample(logits[row], job.settings, job._generator))
+            try:
+                token = _sample(logits[row], job.settings, job._generator)
+            except Exception as error:  # noqa: BLE001 - this row fails, the others go on
+                self._fail(job, error)
+                continue
+            self._take(job, token)
         keep = [row for row, job in enumerate(self._active) if job.finish_reason is None]
         if len(keep) < rows:
             self._shrink(keep)
@@ -269,8 +289,7 @@ class Engine:
 
         self._active = [self._active[row] for row in keep]
         if not keep:
-            self._cache = self._mask = None
-            self._current[0] = None
+            self._cache = self._mask = self._batch_lora = None
             return
         index = torch.tensor(keep, device=self.device)
         mask = self._mask.index_select(0, index)
@@ -279,7 +298,7 @@ class Engine:
             layer.keys = layer.keys.index_select(0, index)[:, :, start:]
             layer.values = layer.values.index_select(0, index)[:, :, start:]
         self._mask = mask[:, start:]
-        self._current[0] = LoraBatch.for_rows([job.mix for job in self._active])
+        self._batch_lora = LoraBatch.for_rows([job.mix for job in self._active])
 
     def _take(self, job: Job, token: int) -> None:
         """Record one sampled token: emit the text that is safe to show, or finish."""
@@ -317,6 +336,7 @@ class Engine:
         job._events.put(("done", reason))
 
     def _fail(self, job: Job, error: Exception) -> None:
+        job.finished_at = time.monotonic()
         job.error = (
             error
             if isinstance(error, VizError)
@@ -329,5 +349,10 @@ class Engine:
         for job in self._active:
             self._fail(job, error)
         self._active = []
-        self._cache = self._mask = None
-        self._current[0] = None
+        self._cache = self._mask = self._batch_lora = None
+
+
+def _is_hooked(name: str, module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")

@@ -18,6 +18,14 @@ from viz.errors import InvalidInput, StorageCorrupt
 __all__ = ["LoadedAdapter", "load_lora"]
 
 _PREFIX = "base_model.model."
+UNSUPPORTED = (
+    "use_dora",
+    "rank_pattern",
+    "alpha_pattern",
+    "modules_to_save",
+    "fan_in_fan_out",
+    "layers_to_transform",
+)
 
 
 @dataclass
@@ -41,11 +49,20 @@ def load_lora(path: Path, config_json: str, *, version_id: int, label: str) -> L
     """
     from safetensors import safe_open
 
-    config = json.loads(config_json)
+    try:
+        config = json.loads(config_json)
+        rank = int(config["r"])
+        alpha = float(config.get("lora_alpha", rank))
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidInput(f"{label}: its adapter config cannot be read ({error})") from error
     if str(config.get("peft_type", "LORA")).upper() != "LORA":
         raise InvalidInput(f"{label} is a {config.get('peft_type')} adapter; Viz serves LoRA")
-    rank = int(config["r"])
-    alpha = float(config.get("lora_alpha", rank))
+    unsupported = [key for key in UNSUPPORTED if config.get(key)]
+    if unsupported:
+        raise InvalidInput(
+            f"{label} uses {', '.join(unsupported)}, which Viz's multi-adapter engine does not "
+            "serve yet; publish a plain LoRA (one r and lora_alpha, linear layers only)"
+        )
     scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
     pairs: dict[str, dict[str, Any]] = {}
     try:
@@ -56,7 +73,15 @@ def load_lora(path: Path, config_json: str, *, version_id: int, label: str) -> L
                     if name.endswith(part):
                         module = name[: -len(part)]
                         pairs.setdefault(module, {})[side] = weights.get_tensor(key).float()
-    except (OSError, ValueError, RuntimeError) as error:
+                        break
+                else:
+                    raise InvalidInput(
+                        f"{label} holds {key}, which is not a LoRA A/B matrix of a linear "
+                        "layer (embeddings, saved modules and DoRA are not served yet)"
+                    )
+    except InvalidInput:
+        raise
+    except Exception as error:  # noqa: BLE001 - SafetensorError is a bare Exception
         raise StorageCorrupt(f"weights of {label} at {path} cannot be read: {error}") from error
     modules = {}
     size = 0

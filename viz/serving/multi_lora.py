@@ -100,9 +100,8 @@ def install_hooks(model: Any, current: list[LoraBatch | None]) -> list[Any]:
 
     handles = []
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or name.endswith("lm_head"):
-            continue
-        handles.append(module.register_forward_hook(_hook(name, current)))
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+            handles.append(module.register_forward_hook(_hook(name, current)))
     return handles
 
 
@@ -122,7 +121,7 @@ def _hook(name: str, current: list[LoraBatch | None]) -> Any:
             stack_a, stack_b, scale = stacked
             low = torch.bmm(x.to(stack_a.dtype), stack_a.transpose(1, 2))
             delta = torch.bmm(low, stack_b.transpose(1, 2)) * scale.view(-1, 1, 1)
-            return output + delta.to(output.dtype)
+            return (output + delta).to(output.dtype)  # add in float32, cast once, as PEFT
         delta = None
         for adapter, rows, weights in zip(batch.adapters, batch.rows, batch.weights, strict=True):
             pair = adapter.modules.get(name)
@@ -136,6 +135,6 @@ def _hook(name: str, current: list[LoraBatch | None]) -> Any:
             delta.index_add_(0, rows, part)
         if delta is None:
             return output
-        return output + delta.to(output.dtype)
+        return (output + delta).to(output.dtype)
 
     return add_deltas
