@@ -553,3 +553,104 @@ def test_an_idempotency_key_still_running_is_refused(api) -> None:
         reserve(session, running, "bob", 1000)
     with pytest.raises(openai.ConflictError, match="still running"):
         ask(api.client(), "qa-real", extra_headers={"Idempotency-Key": "in-flight"})
+
+
+def from_schema(schema):  # type: ignore[no-untyped-def]
+    """A hypothesis strategy for the JSON Schema subset pydantic publishes (objects, anyOf,
+    arrays, scalars with bounds, enums); hypothesis-jsonschema does not run on this hypothesis."""
+    from hypothesis import strategies as st
+
+    if "anyOf" in schema:
+        return st.one_of(*[from_schema(option) for option in schema["anyOf"]])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kind = schema.get("type")
+    if kind == "object":
+        properties = {k: from_schema(v) for k, v in schema.get("properties", {}).items()}
+        required = set(schema.get("required", ()))
+        return st.fixed_dictionaries(
+            {k: v for k, v in properties.items() if k in required},
+            optional={k: v for k, v in properties.items() if k not in required},
+        )
+    if kind == "array":
+        return st.lists(
+            from_schema(schema.get("items", {})),
+            min_size=schema.get("minItems", 0),
+            max_size=min(schema.get("maxItems", 3), 3),
+        )
+    if kind == "integer":
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -(10**6) - 1) + 1)
+        high = schema.get("maximum", schema.get("exclusiveMaximum", 10**6 + 1) - 1)
+        return st.integers(low, high)
+    if kind == "number":
+        return st.floats(
+            schema.get("minimum", schema.get("exclusiveMinimum", -1e6)),
+            schema.get("maximum", schema.get("exclusiveMaximum", 1e6)),
+            exclude_min="exclusiveMinimum" in schema,
+            exclude_max="exclusiveMaximum" in schema,
+            allow_nan=False,
+        )
+    if kind == "string":
+        return st.text(max_size=20)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    return st.one_of(st.none(), st.integers(), st.text(max_size=5))
+
+
+def _inline_refs(node, components):  # type: ignore[no-untyped-def]
+    """The spec's schema with every local `$ref` replaced by what it points to."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline_refs(components[node["$ref"].rsplit("/", 1)[-1]], components)
+        return {key: _inline_refs(value, components) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(item, components) for item in node]
+    return node
+
+
+def test_bodies_drawn_from_the_published_openapi_spec_never_cause_a_server_error(api) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    spec = httpx.get(f"{api.url}/openapi.json").json()
+    components = spec["components"]["schemas"]
+    headers = {"Authorization": f"Bearer {api.keys['bob']}"}
+    routes = {"/v1/chat/completions": "ChatBody", "/v1/completions": "TextBody"}
+    assert all(
+        spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        == {"$ref": f"#/components/schemas/{name}"}
+        for path, name in routes.items()
+    ), "the routes publish the schemas this test draws from"
+
+    def cheap(body: dict) -> dict:  # type: ignore[type-arg]
+        """Keep generation short: the spec allows any max_tokens, CI time does not."""
+        body = dict(body)
+        for field in ("max_tokens", "max_completion_tokens"):
+            if isinstance(body.get(field), int):
+                body[field] = min(body[field], 2)
+        if "max_tokens" not in body and "max_completion_tokens" not in body:
+            body["max_tokens"] = 1
+        if isinstance(body.get("n"), int):
+            body["n"] = min(body["n"], 2)
+        return body
+
+    cases = st.one_of(
+        *[
+            st.tuples(st.just(path), from_schema(_inline_refs(components[name], components)))
+            for path, name in routes.items()
+        ]
+    )
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=cases, model=st.sampled_from(["qa-real", "smollm2-135m-instruct", "mt-real:0.5"]))
+    def check(case, model) -> None:  # type: ignore[no-untyped-def]
+        path, body = case
+        body = cheap({**body, "model": model} if "model" in body else body)
+        response = httpx.post(f"{api.url}{path}", json=body, headers=headers, timeout=120)
+        assert response.status_code < 500, (path, body, response.text)
+        if response.status_code >= 400:
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+    check()

@@ -20,6 +20,7 @@ __all__ = ["GenerationSettings", "TokenStream", "chat_prompt_ids", "generate_tex
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>", "<|im_start|>")
 STOP_STRINGS_MAX = 8
 STOP_STRING_CHARS_MAX = 64
+GREEDY_BELOW = 1e-4  # temperatures this small sample greedily (the limit of softmax(l / t))
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def _sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
     import torch
 
     logits = logits.float()
-    if settings.temperature == 0.0:
+    if settings.temperature < GREEDY_BELOW:  # dividing by a tiny temperature overflows
         return int(torch.argmax(logits))
     probabilities = torch.softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
@@ -199,6 +200,7 @@ def _sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
         cumulative = torch.cumsum(sorted_probabilities, dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
         outside = cumulative - sorted_probabilities >= settings.top_p
+        outside[0] = False  # a top_p below float32's smallest number still keeps one token
         sorted_probabilities[outside] = 0.0
         probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probabilities)
     return int(torch.multinomial(probabilities, 1, generator=generator))
