@@ -28,13 +28,14 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field
 from sqlalchemy import Engine as Database
 from sqlalchemy import select
 from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
 
 from viz.accounts.keys import authenticate
 from viz.config import Settings
@@ -339,17 +340,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error(request, InvalidInput(f"{param}: {first.get('msg')}"), param=param)
 
-    @app.middleware("http")
-    async def request_ids(request: Request, call_next: Any) -> Response:
-        request.state.request_id = f"req-{uuid.uuid4().hex}"
-        response: Response = await call_next(request)
-        response.headers["x-request-id"] = request.state.request_id
-        for engine in list(server.engines.values())[:1]:
-            response.headers["x-ratelimit-limit-requests"] = str(engine.queue_max)
-            response.headers["x-ratelimit-remaining-requests"] = str(
-                max(0, engine.queue_max - engine.waiting)
-            )
-        return response
+    app.add_middleware(RequestHeaders, server=server)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -462,6 +453,35 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         return JSONResponse(answer, headers=timing)
 
     return app
+
+
+class RequestHeaders:
+    """Pure ASGI middleware (cheaper than `@app.middleware`): gives each request an id and puts
+    `x-request-id` and `x-ratelimit-*` on its response."""
+
+    def __init__(self, app: Any, server: Server) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["request_id"] = f"req-{uuid.uuid4().hex}"
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = state["request_id"]  # an idempotency id if set
+                for engine in list(self.server.engines.values())[:1]:
+                    headers["x-ratelimit-limit-requests"] = str(engine.queue_max)
+                    headers["x-ratelimit-remaining-requests"] = str(
+                        max(0, engine.queue_max - engine.waiting)
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def _begin(
