@@ -134,6 +134,7 @@ class Api:
     def __init__(self, url: str, keys: dict[str, str], settings: Settings, database) -> None:  # type: ignore[no-untyped-def]
         self.url, self.keys, self.settings, self.database = url, keys, settings, database
         self.app = None
+        self.adapter_folders: dict[str, Path] = {}
 
     def client(self, who: str = "bob") -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[who], max_retries=0)
@@ -186,6 +187,7 @@ def api(tmp_path_factory, adapters, models_dir) -> Iterator[Api]:  # type: ignor
         time.sleep(0.05)
     handle = Api(f"http://127.0.0.1:{port}", keys, settings, database)
     handle.app = app
+    handle.adapter_folders = adapters
     yield handle
     server.should_exit = True
     thread.join(timeout=30)
@@ -654,3 +656,54 @@ def test_bodies_drawn_from_the_published_openapi_spec_never_cause_a_server_error
             assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 
     check()
+
+
+def test_a_child_adapter_brings_its_parent_unless_told_not_to(api) -> None:
+    from viz.store.schema import Adapter
+
+    with session_scope(api.database) as session:
+        parent = session.scalar(select(Adapter).where(Adapter.name == "mt-real"))
+        child_version = register(
+            session, api.settings.blobs_dir, _folder(api, "qa"), "qa-child", "ada"
+        )
+        child = session.get(AdapterVersion, child_version).adapter
+        child.parent_id = parent.id
+    with_parent = ask(api.client(), "qa-child")
+    assert with_parent.model == "mt-real@1.0.0:1+qa-child@1.0.0:1"
+    alone = ask(api.client(), "qa-child", extra_body={"viz": {"parents": False}})
+    assert alone.model == "qa-child@1.0.0:1"
+
+
+def _folder(api: Api, name: str) -> Path:
+    return api.adapter_folders[name]
+
+
+def test_the_adapter_cache_is_bounded_by_bytes_least_recent_out() -> None:
+    from viz.serving import AdapterSlots, LoadedAdapter
+
+    def adapter(version_id: int, size: int) -> LoadedAdapter:
+        return LoadedAdapter(version_id, f"a{version_id}", 8, 2.0, {}, size)
+
+    slots = AdapterSlots(bytes_max=250)
+    for version_id in (1, 2):
+        slots.get(version_id, lambda v=version_id: adapter(v, 100))
+    slots.get(1, lambda: adapter(1, 100))  # 1 is now the most recent
+    slots.get(3, lambda: adapter(3, 100))  # over 250 bytes: 2 goes
+    assert slots.resident() == ["a1", "a3"] and slots.evictions == 1 and slots.loads == 3
+
+
+def test_an_adapter_trained_on_nf4_is_served_on_the_nf4_base(api) -> None:
+    import json
+
+    from viz.serving.resolve import resolve
+
+    with session_scope(api.database) as session:
+        version_id = register(
+            session, api.settings.blobs_dir, _folder(api, "mt"), "mt-nf4", "carol"
+        )
+        session.get(AdapterVersion, version_id).manifest_json = json.dumps(
+            {"base": {"id": "smollm2-135m-instruct", "precision": "nf4"}}
+        )
+        session.flush()
+        resolved = resolve(session, parse_model("mt-nf4"), get_account(session, "bob"))
+    assert (resolved.base_id, resolved.precision) == ("smollm2-135m-instruct", "nf4")
