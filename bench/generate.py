@@ -244,13 +244,13 @@ def bench_loads(record: Any, models_dir: Path, repeats: int) -> LoadResults:
     from viz.models.loading import (
         CACHE_MANIFEST,
         _gguf_source,
-        _quiet_transformers,
         ensure_cached,
         load_folder,
         model_folder,
+        quiet_transformers,
     )
 
-    transformers = _quiet_transformers()
+    transformers = quiet_transformers()
     folder = model_folder(record, models_dir)
     convert_s = None
     if (folder / CACHE_MANIFEST).is_file():

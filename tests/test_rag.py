@@ -81,3 +81,41 @@ def test_any_text_is_chunked_within_the_size(text: str, size: int, overlap: int)
 def test_bad_sizes_are_refused(size: int, overlap: int) -> None:
     with pytest.raises(InvalidInput):
         chunk_by_characters(PAPER, size=size, overlap=overlap)
+
+
+@pytest.fixture(scope="module")
+def embedder():  # type: ignore[no-untyped-def]
+    from viz.rag import load_embedder
+
+    return load_embedder()
+
+
+def test_the_shipped_embedder_puts_paraphrases_close_and_strangers_far(embedder) -> None:
+    vectors = embedder.encode(
+        [
+            "What is the capital of France?",
+            "Paris is the capital of France.",
+            "Bananas are a yellow fruit.",
+        ]
+    )
+    assert tuple(vectors.shape) == (3, 384)
+    norms = vectors.norm(dim=1)
+    assert all(abs(float(n) - 1) < 1e-5 for n in norms)
+    similarity = vectors @ vectors.T
+    assert float(similarity[0, 1]) > 0.7 > 0.2 > float(similarity[0, 2])
+
+
+def test_embeddings_do_not_depend_on_the_batch(embedder) -> None:
+    texts = [f"Sentence number {i} about retrieval." for i in range(7)] + ["a much longer " * 30]
+    together = embedder.encode(texts, batch_size=8)
+    alone = embedder.encode(texts, batch_size=1)
+    assert float((together - alone).abs().max()) < 1e-5
+
+
+def test_an_embedder_folder_without_safetensors_is_refused(tmp_path) -> None:
+    from viz.rag import load_embedder
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not unpickled")
+    with pytest.raises(InvalidInput, match="safetensors"):
+        load_embedder(tmp_path)

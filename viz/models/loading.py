@@ -27,7 +27,14 @@ from viz.models.registry import BUILTIN_BASES, builtin_source_path, folder_weigh
 from viz.store.blobs import sha256_file
 from viz.store.schema import BaseModel
 
-__all__ = ["PRECISIONS", "LoadedModel", "ensure_cached", "load_model", "model_folder"]
+__all__ = [
+    "PRECISIONS",
+    "LoadedModel",
+    "ensure_cached",
+    "load_model",
+    "model_folder",
+    "quiet_transformers",
+]
 
 PRECISIONS = ("fp32", "bf16", "nf4")
 CACHE_MANIFEST = "viz-cache.json"
@@ -95,7 +102,7 @@ def load_model(
         raise InvalidInput(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     folder = ensure_cached(record, models_dir, verify=verify)
     model = load_folder(folder, precision)
-    tokenizer = _quiet_transformers().AutoTokenizer.from_pretrained(folder)
+    tokenizer = quiet_transformers().AutoTokenizer.from_pretrained(folder)
     return LoadedModel(record.id, precision, model, tokenizer, folder)
 
 
@@ -103,7 +110,7 @@ def load_folder(folder: Path, precision: str, *, device: str = "cpu") -> Any:
     """Load a safetensors model folder in `precision` on `device`, in eval mode."""
     import torch
 
-    transformers = _quiet_transformers()
+    transformers = quiet_transformers()
     options: dict[str, Any] = {
         "dtype": torch.float32,
         "use_safetensors": True,
@@ -129,7 +136,7 @@ def nf4_config() -> Any:
         raise InvalidInput(
             "precision nf4 needs bitsandbytes: pip install 'bitsandbytes>=0.50'"
         ) from error
-    return _quiet_transformers().BitsAndBytesConfig(
+    return quiet_transformers().BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
@@ -155,7 +162,7 @@ def _convert_gguf(record: BaseModel, folder: Path) -> None:
         "(once; about 20-30 s)",
         file=sys.stderr,
     )
-    transformers = _quiet_transformers()
+    transformers = quiet_transformers()
     staging = folder.with_name(folder.name + ".converting")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -262,7 +269,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest if manifest.get("format") == CACHE_FORMAT else {}
 
 
-def _quiet_transformers() -> Any:
+def quiet_transformers() -> Any:
     """transformers with its progress bars and advisory warnings off (Viz prints its own)."""
     import transformers
 
