@@ -15,7 +15,15 @@ from typing import Any
 
 from viz.errors import InvalidInput, LimitExceeded
 
-__all__ = ["GenerationSettings", "TokenStream", "chat_prompt_ids", "generate_text"]
+__all__ = [
+    "GenerationSettings",
+    "TextTracker",
+    "TokenStream",
+    "chat_prompt_ids",
+    "generate_text",
+    "sample",
+    "text_prompt_ids",
+]
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>", "<|im_start|>")
 STOP_STRINGS_MAX = 8
@@ -81,13 +89,72 @@ def chat_prompt_ids(
         ) from error
     if hasattr(ids, "keys"):
         ids = ids["input_ids"]
-    ids = list(ids)
+    return _within_limit(list(ids), prompt_tokens_max)
+
+
+def text_prompt_ids(tokenizer: Any, prompt: str, *, prompt_tokens_max: int) -> list[int]:
+    """Token ids of a raw text prompt (no chat template), for plain completions.
+
+    Raises:
+        InvalidInput: the prompt is empty.
+        LimitExceeded: it is longer than `prompt_tokens_max` tokens.
+    """
+    ids = list(tokenizer(prompt)["input_ids"])
+    if not ids:
+        raise InvalidInput("prompt is empty; give some text to continue")
+    return _within_limit(ids, prompt_tokens_max)
+
+
+def _within_limit(ids: list[int], prompt_tokens_max: int) -> list[int]:
     if len(ids) > prompt_tokens_max:
         raise LimitExceeded(
             f"prompt is {len(ids)} tokens; the limit is {prompt_tokens_max} "
             "(shorten it or set VIZ_PROMPT_TOKENS_MAX)"
         )
     return ids
+
+
+@dataclass
+class TextTracker:
+    """Turns sampled token ids into the text safe to show: stops at an end-of-turn token or a
+    stop string (cut from the text), holds back text that may begin a stop string, and waits
+    while a multi-byte character is split across tokens. Shared by `TokenStream` and the
+    serving engine, so both stop exactly alike."""
+
+    tokenizer: Any
+    stops: Sequence[str]
+    stop_ids: set[int]
+    text: str = ""
+    completion_tokens: int = 0
+    _generated: list[int] = field(default_factory=list)
+    _emitted: int = 0
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """Record `token`; return (new text to show, whether the answer has ended)."""
+        if token in self.stop_ids:
+            return self.rest(), True
+        self._generated.append(token)
+        self.completion_tokens += 1
+        text = self.tokenizer.decode(self._generated, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return "", False  # a multi-byte character is split across tokens: wait for the rest
+        cut = _find_stop(text, self.stops, self._emitted)
+        if cut is not None:
+            self.text = text[:cut]
+            return self.rest(), True
+        self.text = text
+        safe = len(text) - _held_back(text, self.stops)
+        if safe <= self._emitted:
+            return "", False
+        piece = text[self._emitted : safe]
+        self._emitted = safe
+        return piece, False
+
+    def rest(self) -> str:
+        """The text not shown yet (what was held back), once the answer has ended."""
+        piece = self.text[self._emitted :]
+        self._emitted = len(self.text)
+        return piece
 
 
 @dataclass
@@ -104,7 +171,6 @@ class TokenStream:
     text: str = ""
     completion_tokens: int = 0
     finish_reason: str | None = None
-    _stop_ids: set[int] = field(default_factory=set)
 
     @property
     def prompt_tokens(self) -> int:
@@ -114,43 +180,33 @@ class TokenStream:
         import torch
 
         assert self.finish_reason is None, "a TokenStream can be iterated once"
-        self._stop_ids = end_of_turn_ids(self.model, self.tokenizer)
+        tracker = TextTracker(
+            self.tokenizer, self.settings.stop, end_of_turn_ids(self.model, self.tokenizer)
+        )
         generator = None
         if self.settings.seed is not None:
             generator = torch.Generator().manual_seed(self.settings.seed)
         device = next(self.model.parameters()).device
         next_input = torch.tensor([self.prompt_ids], device=device)
         past = None
-        generated: list[int] = []
-        emitted = 0
         with torch.inference_mode():
             for _ in range(self.settings.max_tokens):
                 output = self.model(input_ids=next_input, past_key_values=past, use_cache=True)
                 past = output.past_key_values
-                token = _sample(output.logits[0, -1], self.settings, generator)
-                if token in self._stop_ids:
+                token = sample(output.logits[0, -1], self.settings, generator)
+                piece, ended = tracker.push(token)
+                self.text, self.completion_tokens = tracker.text, tracker.completion_tokens
+                if piece:
+                    yield piece
+                if ended:
                     self.finish_reason = "stop"
                     break
-                generated.append(token)
-                self.completion_tokens += 1
                 next_input = torch.tensor([[token]], device=device)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                if text.endswith("\ufffd"):
-                    continue  # a multi-byte character is split across tokens: wait for the rest
-                cut = _find_stop(text, self.settings.stop, emitted)
-                if cut is not None:
-                    self.text = text[:cut]
-                    self.finish_reason = "stop"
-                    break
-                self.text = text
-                safe = len(text) - _held_back(text, self.settings.stop)
-                if safe > emitted:
-                    yield text[emitted:safe]
-                    emitted = safe
             else:
                 self.finish_reason = "length"
-        if len(self.text) > emitted:
-            yield self.text[emitted:]
+        piece = tracker.rest()
+        if piece:
+            yield piece
 
 
 def generate_text(
@@ -188,7 +244,8 @@ def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
+def sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
+    """One token id from `logits`: greedy at temperature 0, else temperature and top-p."""
     import torch
 
     logits = logits.float()

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from viz.errors import InvalidInput
+from viz.ledger.metering import WEIGHT_MAX, WEIGHT_MIN
 
 __all__ = ["ModelRef", "Term", "parse_model"]
 
 TERMS_MAX = 8
-WEIGHT_MAX = 4.0
 _TERM = re.compile(
     r"(?P<name>[a-z0-9][a-z0-9_.-]{0,63})(?:@(?P<version>[A-Za-z0-9.-]{1,64}))?"
     r"(?::(?P<weight>[0-9]*\.?[0-9]+))?"
@@ -78,8 +79,10 @@ def parse_model(text: str) -> ModelRef:
                 "joined by '+', e.g. 'qasper-nlp@1.0.0:0.7+mt:0.5'"
             )
         weight = float(match["weight"]) if match["weight"] else 1.0
-        if not 0 < weight <= WEIGHT_MAX:
-            raise InvalidInput(f"weight {weight} of {match['name']} must be in (0, {WEIGHT_MAX}]")
+        if match["weight"] and not WEIGHT_MIN <= Decimal(match["weight"]) <= WEIGHT_MAX:
+            raise InvalidInput(  # the bounds metering prices by, so what runs can be charged
+                f"weight {match['weight']} of {match['name']} must be {WEIGHT_MIN}..{WEIGHT_MAX}"
+            )
         terms.append(Term(match["name"], match["version"], weight, match["weight"] is not None))
     names = [(t.name, t.version) for t in terms]
     if len(set(names)) != len(names):

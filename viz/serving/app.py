@@ -52,7 +52,7 @@ from viz.errors import (
 )
 from viz.ledger import Usage, quote, reserve, settle, void_reservation
 from viz.ledger.metering import reservation_state
-from viz.models.generate import GenerationSettings, chat_prompt_ids
+from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
 from viz.models.loading import load_model
 from viz.models.registry import get_base_model
 from viz.serving.adapter_ref import parse_model
@@ -118,10 +118,8 @@ class TextBody(CompletionBody):
 class Server:
     settings: Settings
     database: Database
-    fee_bps: int
     slots: AdapterSlots
     engines: dict[tuple[str, str], Engine] = field(default_factory=dict)
-    tokenizers: dict[str, Any] = field(default_factory=dict)
     replays: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)  # replays
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
@@ -145,7 +143,8 @@ class Server:
         )
         self.queue = Gauge("viz_queue_waiting", "Requests waiting", registry=self.registry)
 
-    def engine(self, base_id: str, precision: str) -> tuple[Engine, Any]:
+    def engine(self, base_id: str, precision: str) -> Engine:
+        """The engine of this base and precision, loading the model on first use."""
         key = (base_id, precision)
         with self.load_lock:
             if key not in self.engines:
@@ -158,8 +157,7 @@ class Server:
                     batch_max=self.settings.serve_batch_max,
                     queue_max=self.settings.serve_queue_max,
                 )
-                self.tokenizers[base_id] = loaded.tokenizer
-            return self.engines[key], self.engines[key].tokenizer
+            return self.engines[key]
 
     def mix(self, resolved: Resolved, engine: Engine) -> list[tuple[LoadedAdapter, float]]:
         """The resolved adapters, hot-loaded (cached by bytes), checked against the base.
@@ -226,7 +224,11 @@ class Call:
             PaymentRequired: the consumer's balance cannot cover it (HTTP 429 insufficient_quota).
         """
         server = self.server
-        most = quote(session, self.usage(self.options.max_tokens * self.n), fee_bps=server.fee_bps)
+        most = quote(
+            session,
+            self.usage(self.options.max_tokens * self.n),
+            fee_bps=server.settings.platform_fee_bps,
+        )
         if not most:
             return
         try:
@@ -274,7 +276,7 @@ class Call:
             if failed and tokens == 0 and self.reserved:
                 void_reservation(session, self.request_id)
             elif self.reserved or tokens or not failed:
-                settle(session, self.usage(tokens), fee_bps=server.fee_bps)
+                settle(session, self.usage(tokens), fee_bps=server.settings.platform_fee_bps)
         status = "error" if failed else "ok"
         for part in [u.label for u in self.resolved.uses] or [self.resolved.base_id]:
             server.requests.labels(part, status).inc()
@@ -302,12 +304,7 @@ class Call:
 
 def create_app(settings: Settings, database: Database) -> FastAPI:
     """The API over `database`, generating with models from `settings.models_dir`."""
-    server = Server(
-        settings,
-        database,
-        settings.platform_fee_bps,
-        AdapterSlots(settings.adapter_cache_bytes_max),
-    )
+    server = Server(settings, database, AdapterSlots(settings.adapter_cache_bytes_max))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -436,12 +433,12 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                _stream(call, body, kind, include_usage),
+                _stream(call, kind, include_usage),
                 media_type="text/event-stream",
                 headers={"x-request-id": request.state.request_id},
                 background=BackgroundTask(call.abandon),  # no-op once the stream settled
             )
-        answer = await asyncio.to_thread(_collect, call, body, kind)
+        answer = await asyncio.to_thread(_collect, call, kind)
         ends = [job.finished_at for job in call.jobs if job.finished_at is not None]
         starts = [job.submitted_at for job in call.jobs]
         timing = {"x-viz-generation-ms": f"{(max(ends) - min(starts)) * 1e3:.1f}"} if ends else {}
@@ -511,8 +508,15 @@ def _begin(
         resolved = resolve(session, parse_model(body.model), account, parents=body.viz.parents)
         session.flush()
         session.expunge(account)
-    engine, tokenizer = server.engine(resolved.base_id, resolved.precision)
-    ids = _prompt_ids(tokenizer, settings, messages, prompt)
+    engine = server.engine(resolved.base_id, resolved.precision)
+    if messages is not None:
+        ids = chat_prompt_ids(
+            engine.tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max
+        )
+    else:
+        ids = text_prompt_ids(
+            engine.tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max
+        )
     mix = server.mix(resolved, engine)
     call = Call(server, account, request_id, resolved, ids, options, body.n)
     with session_scope(server.database) as session:
@@ -551,22 +555,7 @@ def _attempt(server: Server, session: Any, account: Account, key: str) -> str | 
     raise Conflict(f"{ATTEMPTS_MAX} attempts with this Idempotency-Key failed; use a new key")
 
 
-def _prompt_ids(
-    tokenizer: Any, settings: Settings, messages: list[dict[str, str]] | None, prompt: str | None
-) -> list[int]:
-    if messages is not None:
-        return chat_prompt_ids(tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max)
-    ids = list(tokenizer(prompt or "")["input_ids"])
-    if not ids:
-        raise InvalidInput("prompt is empty")
-    if len(ids) > settings.prompt_tokens_max:
-        raise LimitExceeded(
-            f"prompt is {len(ids)} tokens; the limit is {settings.prompt_tokens_max}"
-        )
-    return ids
-
-
-def _collect(call: Call, body: CompletionBody, kind: str) -> dict[str, Any]:
+def _collect(call: Call, kind: str) -> dict[str, Any]:
     texts = []
     try:
         for job in call.jobs:
@@ -577,7 +566,7 @@ def _collect(call: Call, body: CompletionBody, kind: str) -> dict[str, Any]:
     tokens = call.finish()
     choices = []
     for index, (job, text) in enumerate(zip(call.jobs, texts, strict=True)):
-        reason = "length" if job.finish_reason == "length" else "stop"
+        reason = _finish_reason(job)
         if kind == "chat":
             choices.append(
                 {
@@ -601,9 +590,7 @@ def _collect(call: Call, body: CompletionBody, kind: str) -> dict[str, Any]:
     }
 
 
-async def _stream(
-    call: Call, body: CompletionBody, kind: str, include_usage: bool
-) -> AsyncIterator[str]:
+async def _stream(call: Call, kind: str, include_usage: bool) -> AsyncIterator[str]:
     created = int(time.time())
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
@@ -615,12 +602,16 @@ async def _stream(
             choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": reason}
         else:
             choice = {"index": index, "text": text or "", "finish_reason": reason}
+        return event([choice])
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
         payload = {
             "id": call.request_id,
             "object": obj,
             "created": created,
             "model": call.resolved.model,
-            "choices": [choice],
+            "choices": choices,
+            **extra,
         }
         return f"data: {json.dumps(payload)}\n\n"
 
@@ -637,7 +628,7 @@ async def _stream(
                     break
                 yield chunk(index, piece, None)
             sent += job.completion_tokens
-            yield chunk(index, None, "length" if job.finish_reason == "length" else "stop")
+            yield chunk(index, None, _finish_reason(job))
         failed = False
     except VizError as error:
         message = {
@@ -661,16 +652,13 @@ async def _stream(
             log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
             tokens = delivered
     if include_usage:
-        payload = {
-            "id": call.request_id,
-            "object": obj,
-            "created": created,
-            "model": call.resolved.model,
-            "choices": [],
-            "usage": _usage(call, tokens),
-        }
-        yield f"data: {json.dumps(payload)}\n\n"
+        yield event([], usage=_usage(call, tokens))
     yield "data: [DONE]\n\n"
+
+
+def _finish_reason(job: Job) -> str:
+    """OpenAI's reason: "length" at max_tokens, else "stop"."""
+    return "length" if job.finish_reason == "length" else "stop"
 
 
 def _usage(call: Call, tokens: int) -> dict[str, int]:

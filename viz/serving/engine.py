@@ -24,13 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viz.errors import Overloaded, VizError
-from viz.models.generate import (
-    GenerationSettings,
-    _find_stop,
-    _held_back,
-    _sample,
-    end_of_turn_ids,
-)
+from viz.models.generate import GenerationSettings, TextTracker, end_of_turn_ids, sample
 from viz.serving.loaded_adapter import LoadedAdapter
 from viz.serving.multi_lora import LoraBatch, install_hooks
 
@@ -46,8 +40,7 @@ class Job:
     prompt_ids: list[int]
     settings: GenerationSettings
     mix: Mix
-    text: str = ""
-    completion_tokens: int = 0
+    _tracker: TextTracker
     finish_reason: str | None = None
     error: VizError | None = None
     submitted_at: float = field(default_factory=time.monotonic)
@@ -55,8 +48,6 @@ class Job:
     finished_at: float | None = None
     _events: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
     _cancelled: threading.Event = field(default_factory=threading.Event)
-    _generated: list[int] = field(default_factory=list)
-    _emitted: int = 0
     _length: int = 0
     _last: int = 0
     _generator: Any = None
@@ -64,6 +55,14 @@ class Job:
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_ids)
+
+    @property
+    def text(self) -> str:
+        return self._tracker.text
+
+    @property
+    def completion_tokens(self) -> int:
+        return self._tracker.completion_tokens
 
     def cancel(self) -> None:
         """Stop generating (the client went away); tokens made so far stay counted."""
@@ -124,7 +123,8 @@ class Engine:
         """
         if self._closing.is_set():
             raise Overloaded("the server is shutting down; retry on another instance")
-        job = Job(list(prompt_ids), settings, list(mix))
+        tracker = TextTracker(self.tokenizer, settings.stop, self.stop_ids)
+        job = Job(list(prompt_ids), settings, list(mix), tracker)
         if settings.seed is not None:
             import torch
 
@@ -209,7 +209,7 @@ class Engine:
         ids = torch.tensor([job.prompt_ids], device=self.device)
         output = self.model(input_ids=ids, use_cache=True)
         job._length = len(job.prompt_ids)
-        self._take(job, _sample(output.logits[0, -1], job.settings, job._generator))
+        self._take(job, sample(output.logits[0, -1], job.settings, job._generator))
         return output.past_key_values
 
     def _join(self, joining: list[tuple[Job, Any]]) -> None:
@@ -274,7 +274,7 @@ class Engine:
         for row, job in enumerate(self._active):
             job._length += 1
             try:
-                token = _sample(logits[row], job.settings, job._generator)
+                token = sample(logits[row], job.settings, job._generator)
             except Exception as error:  # noqa: BLE001 - this row fails, the others go on
                 self._fail(job, error)
                 continue
@@ -304,33 +304,21 @@ class Engine:
         """Record one sampled token: emit the text that is safe to show, or finish."""
         if job.first_token_at is None:
             job.first_token_at = time.monotonic()
-        if token in self.stop_ids:
-            self._finish(job, "stop")
-            return
-        job._generated.append(token)
         job._last = token
-        job.completion_tokens += 1
-        text = self.tokenizer.decode(job._generated, skip_special_tokens=True)
-        if not text.endswith("\ufffd"):  # else a character is split across tokens: wait
-            cut = _find_stop(text, job.settings.stop, job._emitted)
-            if cut is not None:
-                job.text = text[:cut]
-                self._finish(job, "stop")
-                return
-            job.text = text
-            safe = len(text) - _held_back(text, job.settings.stop)
-            if safe > job._emitted:
-                job._events.put(("text", text[job._emitted : safe]))
-                job._emitted = safe
-        if job.completion_tokens >= job.settings.max_tokens:
+        piece, ended = job._tracker.push(token)
+        if piece:
+            job._events.put(("text", piece))
+        if ended:
+            self._finish(job, "stop")
+        elif job.completion_tokens >= job.settings.max_tokens:
             self._finish(job, "length")
         elif job._cancelled.is_set():
             self._finish(job, "cancelled")
 
     def _finish(self, job: Job, reason: str) -> None:
-        if len(job.text) > job._emitted:
-            job._events.put(("text", job.text[job._emitted :]))
-            job._emitted = len(job.text)
+        piece = job._tracker.rest()
+        if piece:
+            job._events.put(("text", piece))
         job.finish_reason = reason
         job.finished_at = time.monotonic()
         job._events.put(("done", reason))
