@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from viz.errors import Conflict, InvalidInput, NotFound, VizError
 from viz.ledger.accounts import CLEARING, ESCROW, PLATFORM, consumer_code, creator_code
 from viz.ledger.pricing import BPS, adapter_value, split
-from viz.ledger.transfers import Book, Posted, Transfer, insert_many
+from viz.ledger.transfers import RESOLVED_AS, Book, Posted, Transfer, insert_many
 from viz.store.schema import (
     Account,
     Adapter,
@@ -187,7 +187,7 @@ def reservation_state(session: Session, request_id: str) -> str | None:
     if session.scalar(select(LedgerPending.seq).where(LedgerPending.seq == row[0])) is not None:
         return "open"
     phase = session.scalar(select(LedgerTransfer.phase).where(LedgerTransfer.pending_seq == row[0]))
-    return {"post": "posted", "void": "voided", "expire": "expired"}.get(str(phase), "expired")
+    return RESOLVED_AS.get(str(phase), "expired")
 
 
 def void_reservation(session: Session, request_id: str) -> Posted:

@@ -43,6 +43,7 @@ __all__ = [
     "AMOUNT_MAX",
     "GENESIS",
     "PHASES",
+    "RESOLVED_AS",
     "Book",
     "Posted",
     "Transfer",
@@ -59,7 +60,7 @@ PHASES = ("single", "pending", "post", "void", "expire")
 GENESIS = "0" * 64
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:/@+-]{1,160}")
 _CHUNK = 500
-_PAST = {"post": "posted", "void": "voided", "expire": "expired"}
+RESOLVED_AS = {"post": "posted", "void": "voided", "expire": "expired"}  # a pending, once resolved
 
 
 def now_us() -> int:
@@ -255,7 +256,7 @@ class Book:
         pending_id = pending.posted.id
         for posted in [*group.staged, *self.staged, *self._resolutions(pending.posted.seq)]:
             if posted.pending_id == pending_id:
-                return _PAST[posted.phase]
+                return RESOLVED_AS[posted.phase]
         return "resolved"
 
     # --- staging ----------------------------------------------------------------------------
@@ -332,7 +333,7 @@ class Book:
             raise Conflict(
                 f"pending transfer {transfer.pending_id!r} "
                 + ("is past its timeout" if state == "overdue" else f"was already {state}")
-                + f"; it cannot be {_PAST[transfer.phase]} now"
+                + f"; it cannot be {RESOLVED_AS[transfer.phase]} now"
             )
         for given, stored, side in (
             (transfer.debit, original.debit, "debit"),
