@@ -109,7 +109,9 @@ def test_embeddings_do_not_depend_on_the_batch(embedder) -> None:
     texts = [f"Sentence number {i} about retrieval." for i in range(7)] + ["a much longer " * 30]
     together = embedder.encode(texts, batch_size=8)
     alone = embedder.encode(texts, batch_size=1)
-    assert float((together - alone).abs().max()) < 1e-5
+    # Padding must not leak into the mean (bf16 on CPUs that have it: equal to ~3 decimals).
+    assert float((together * alone).sum(dim=-1).min()) > 0.999
+    assert float((together - alone).abs().max()) < 0.02
 
 
 def test_an_embedder_folder_without_safetensors_is_refused(tmp_path) -> None:

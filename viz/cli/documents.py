@@ -1,4 +1,4 @@
-"""`viz documents`: ingest licensed text and inspect the catalogue."""
+"""`viz documents`: ingest licensed text and PDFs and inspect the catalogue."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from viz.documents import DocumentInput, add_documents, get_document, list_docum
 from viz.documents import read_document_text as read_text
 
 app = typer.Typer(
-    help="Documents: creators' licensed texts.\n\n"
+    help="Documents: creators' licensed texts and PDFs.\n\n"
     "Example: viz documents add paper.txt --owner ada --licence CC-BY-4.0"
 )
 
@@ -20,7 +20,7 @@ app = typer.Typer(
 @app.command("add")
 def add(
     context: typer.Context,
-    paths: list[Path] = typer.Argument(..., help="Text or markdown files (.txt, .md)"),
+    paths: list[Path] = typer.Argument(..., help="Text, markdown or PDF files (.txt, .md, .pdf)"),
     owner: str = typer.Option(..., help="Account that owns the documents"),
     licence: str = typer.Option(..., "--licence", "--license", help="SPDX expression"),
     attribution: str = typer.Option("", help="Attribution text required by the licence"),
@@ -37,8 +37,13 @@ def add(
 ) -> None:
     """Add documents. All files are checked first; if any is refused, none is added.
 
+    A PDF is stored as the original file and its text is extracted; it must have a text layer
+    (OCR scanned PDFs first) and no password.
+
     Example: viz documents add papers/*.txt --owner ai2 --licence CC-BY-4.0
     --attribution "Dasigi et al. 2021, QASPER" --tag nlp
+
+    Example: viz documents add thesis.pdf --owner ada --licence CC-BY-4.0 --tag nlp
     """
     settings = state(context).settings
     details = DocumentInput(licence, attribution, ai_training, ai_inference, tuple(tag))

@@ -1,8 +1,11 @@
 """Documents: a creator's licensed source text, content-addressed and deduplicated.
 
-`add_documents` validates every file first (readable UTF-8 text, within the size limit, not a
-duplicate, a valid SPDX licence) and only then writes blobs and rows in one transaction, so a
-failed call leaves nothing half-written.
+`add_documents` validates every file first (readable UTF-8 text or a PDF with extractable text,
+within the size limit, not a duplicate, a valid SPDX licence) and only then writes blobs and rows
+in one transaction, so a failed call leaves nothing half-written.
+
+A PDF is stored as its original bytes, so its sha256 is the file the creator holds; its text is
+extracted (`viz.documents.pdf`) whenever it is read.
 
 Permissions follow the spirit of the CAWG training-and-data-mining assertion: `ai_training`
 (may it be used to train adapters?) and `ai_inference` (may RAG retrieve and quote it?), each
@@ -18,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from viz.documents.pdf import read_pdf
 from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from viz.market.licences import normalise_licence
 from viz.store.blobs import blob_path, put_blob, read_blob, sha256_bytes
@@ -33,11 +37,13 @@ __all__ = [
 ]
 
 PERMISSIONS = ("allowed", "notAllowed")
+PDF_MEDIA_TYPE = "application/pdf"
 MEDIA_TYPES = {
     ".txt": "text/plain",
     ".text": "text/plain",
     ".md": "text/markdown",
     ".markdown": "text/markdown",
+    ".pdf": PDF_MEDIA_TYPE,
 }
 TITLE_CHARS_MAX = 200
 ATTRIBUTION_CHARS_MAX = 2000
@@ -81,12 +87,13 @@ def add_documents(
     Every problem with every file is reported at once, and nothing is stored if there is one.
 
     Raises:
-        InvalidInput: a bad licence, permission or tag, a missing, binary or empty file.
+        InvalidInput: a bad licence, permission or tag, a missing, binary or empty file, or a
+            PDF that is damaged, encrypted or has no extractable text.
         LimitExceeded: too many files, or a file over `document_bytes_max`.
         Conflict: a file is already catalogued (unless `skip_existing`).
     """
     if not paths:
-        raise InvalidInput("no files given; name one or more .txt or .md files")
+        raise InvalidInput("no files given; name one or more .txt, .md or .pdf files")
     if len(paths) > documents_max:
         raise LimitExceeded(
             f"{len(paths)} files given; one call takes at most {documents_max} "
@@ -168,8 +175,11 @@ def list_documents(
 
 
 def read_document_text(blobs_dir: Path, document: Document) -> str:
-    """The document's text, verified against its sha256."""
-    return read_blob(blobs_dir, document.sha256).decode("utf-8")
+    """The document's text (extracted, for a PDF), its bytes verified against its sha256."""
+    data = read_blob(blobs_dir, document.sha256)
+    if document.media_type == PDF_MEDIA_TYPE:
+        return read_pdf(data).text
+    return data.decode("utf-8")
 
 
 def _check_details(details: DocumentInput) -> tuple[str, list[str]]:
@@ -218,9 +228,24 @@ def _read_candidate(path: Path, document_bytes_max: int) -> _Candidate:
         )
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
     except OSError as error:
         raise InvalidInput(f"{path}: cannot be read ({error.strerror})") from error
+    if not data.strip():
+        raise InvalidInput(f"{path}: is empty")
+    if media_type == PDF_MEDIA_TYPE:
+        try:
+            pdf = read_pdf(data)
+        except (InvalidInput, LimitExceeded) as error:
+            raise type(error)(f"{path}: {error.message}") from error
+        title = pdf.title[:TITLE_CHARS_MAX] or _title(pdf.text, path)
+    else:
+        title = _title(_decode_text(path, data), path)
+    return _Candidate(path, data, sha256_bytes(data), title, media_type)
+
+
+def _decode_text(path: Path, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InvalidInput(
             f"{path}: not UTF-8 text (byte {error.start} is invalid); save it as UTF-8"
@@ -229,7 +254,7 @@ def _read_candidate(path: Path, document_bytes_max: int) -> _Candidate:
         raise InvalidInput(f"{path}: contains NUL bytes, so it is not a text file")
     if not text.strip():
         raise InvalidInput(f"{path}: is empty")
-    return _Candidate(path, data, sha256_bytes(data), _title(text, path), media_type)
+    return text
 
 
 def _title(text: str, path: Path) -> str:

@@ -54,23 +54,37 @@ class Embedder:
 
         if not 0 < batch_size <= BATCH_MAX:
             raise InvalidInput(f"batch size {batch_size} must be 1..{BATCH_MAX}")
+        # Longest first, so each batch pads to similar lengths; bf16 where the CPU has it.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         rows = []
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
             for start in range(0, len(texts), batch_size):
                 batch = self.tokenizer(
-                    texts[start : start + batch_size],
+                    [texts[i] for i in order[start : start + batch_size]],
                     padding=True,
                     truncation=True,
                     max_length=self.max_tokens,
                     return_tensors="pt",
                 )
-                hidden = self.model(**batch).last_hidden_state
+                hidden = self.model(**batch).last_hidden_state.float()
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 rows.append(torch.nn.functional.normalize(pooled, dim=-1))
         if not rows:
             return torch.zeros((0, self.dimension))
-        return torch.cat(rows).float()
+        vectors = torch.empty((len(texts), self.dimension))
+        vectors[torch.tensor(order)] = torch.cat(rows).float()
+        return vectors
+
+
+def _bf16() -> bool:
+    """Whether CPU matrix products in bfloat16 are native here (AVX512-BF16 / AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def load_embedder(folder: Path | None = None) -> Embedder:
