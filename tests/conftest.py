@@ -137,3 +137,41 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Pa
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    """The shipped all-MiniLM-L6-v2 embedder, loaded once."""
+    from viz.rag import load_embedder
+
+    return load_embedder()
+
+
+def qasper_subset(folder: Path, split: str, papers: int) -> Path:
+    """A QASPER-format folder with the first `papers` papers (that have questions) of `split`."""
+    import json
+
+    source = SHARED / "data" / split
+    questions = json.loads((source / "questions.json").read_text())
+    chosen = sorted({q["paper_id"] for q in questions})[:papers]
+    (folder / "papers").mkdir(parents=True, exist_ok=True)
+    for paper in chosen:
+        (folder / "papers" / f"{paper}.txt").write_text(
+            (source / "papers" / f"{paper}.txt").read_text()
+        )
+    kept = [q for q in questions if q["paper_id"] in chosen]
+    (folder / "questions.json").write_text(json.dumps(kept))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cross-encoder trained for a few steps on four QASPER-train papers (one MiniLM layer):
+    real weights in the real format, not a good reranker."""
+    from viz.rag.rerank import TrainingSettings, train_cross_encoder
+
+    data = qasper_subset(tmp_path_factory.mktemp("qasper-train"), "qasper-train", 4)
+    out = tmp_path_factory.mktemp("rerankers") / "tiny"
+    settings = TrainingSettings(steps=3, layers=1, max_tokens=64, questions_per_step=2)
+    train_cross_encoder(data, out, settings)
+    return out

@@ -83,13 +83,6 @@ def test_bad_sizes_are_refused(size: int, overlap: int) -> None:
         chunk_by_characters(PAPER, size=size, overlap=overlap)
 
 
-@pytest.fixture(scope="module")
-def embedder():  # type: ignore[no-untyped-def]
-    from viz.rag import load_embedder
-
-    return load_embedder()
-
-
 def test_the_shipped_embedder_puts_paraphrases_close_and_strangers_far(embedder) -> None:
     vectors = embedder.encode(
         [

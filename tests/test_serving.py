@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.ledger_world import build_market
-from tests.serving_world import make_adapter, register
+from tests.serving_world import make_adapter, register, run_server
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import InvalidInput
@@ -146,7 +144,6 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, adapters, models_dir) -> Iterator[Api]:  # type: ignore[no-untyped-def]
-    import uvicorn
 
     from viz.serving.app import create_app
 
@@ -176,21 +173,11 @@ def api(tmp_path_factory, adapters, models_dir) -> Iterator[Api]:  # type: ignor
         for name in ("bob", "dan", "carol"):
             keys[name] = create_api_key(session, get_account(session, name)).token
     app = create_app(settings, database)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    handle = Api(f"http://127.0.0.1:{port}", keys, settings, database)
-    handle.app = app
-    handle.adapter_folders = adapters
-    yield handle
-    server.should_exit = True
-    thread.join(timeout=30)
+    with run_server(app) as url:
+        handle = Api(url, keys, settings, database)
+        handle.app = app
+        handle.adapter_folders = adapters
+        yield handle
     database.dispose()
 
 

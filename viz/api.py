@@ -13,14 +13,20 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from viz.config import Settings
 from viz.models.generate import GenerationSettings, TokenStream, generate_text
 from viz.models.loading import LoadedModel, load_model
 from viz.models.registry import get_base_model
+from viz.rag.answer import Answer, RagSettings, answer_question, retrieve
+from viz.rag.embed import Embedder, load_embedder
+from viz.rag.index import check_query, collection_folder, open_collection
+from viz.rag.ingest import allowed_for_inference
+from viz.rag.rerank import load_reranker
 from viz.store.database import open_database, session_scope
 
-__all__ = ["generate", "load_base"]
+__all__ = ["ask", "generate", "load_base", "load_embedder_cached", "load_reranker_cached"]
 
 
 def load_base(
@@ -69,6 +75,79 @@ def generate(
         prompt_tokens_max=settings.prompt_tokens_max,
         max_tokens_limit=settings.generate_tokens_max,
     )
+
+
+def ask(
+    question: str,
+    *,
+    collection: str,
+    top_k: int = 5,
+    candidates: int = 20,
+    mode: str = "hybrid",
+    reranker: str = "default",
+    model: str | None = None,
+    max_tokens: int = 128,
+    precision: str = "fp32",
+    settings: Settings | None = None,
+) -> Answer:
+    """Answer `question` from collection `collection` with numbered, cited sources.
+
+    `candidates` = 0 skips reranking (the first stage's top `top_k` are the sources).
+
+    Raises:
+        NotFound: no such collection, model or reranker.
+        InvalidInput: bad k / candidates / mode, an empty question or collection.
+    """
+    settings = settings or Settings()
+    options = RagSettings(top_k=top_k, candidates=candidates, mode=mode)
+    options.check()
+    check_query(question)
+    index = open_collection(collection_folder(settings.home, collection))
+    try:
+        loaded = load_base(model, precision=precision, settings=settings)
+        scorer = None
+        if candidates:
+            scorer = load_reranker_cached(reranker, settings, loaded)
+        engine = open_database(settings.database_url_resolved)
+        try:
+            with session_scope(engine) as session:
+                retrieval = retrieve(
+                    index,
+                    question,
+                    options,
+                    embedder=load_embedder_cached() if mode != "lexical" else None,
+                    reranker=scorer,
+                    allowed=lambda ids: allowed_for_inference(session, ids),
+                )
+        finally:
+            engine.dispose()
+        return answer_question(
+            loaded.model,
+            loaded.tokenizer,
+            question,
+            retrieval,
+            max_tokens=max_tokens,
+            prompt_tokens_max=settings.prompt_tokens_max,
+        )
+    finally:
+        index.close()
+
+
+@cache
+def load_embedder_cached() -> Embedder:
+    """The default embedder, loaded once per process."""
+    return load_embedder()
+
+
+def load_reranker_cached(spec: str, settings: Settings, llm: LoadedModel | None = None) -> Any:
+    """A reranker by name, path or `llm` (scoring with `llm`), loaded once per process."""
+    key = (str(settings.home.resolve()), spec, id(llm) if spec == "llm" else 0)
+    if key not in _RERANKERS:
+        _RERANKERS[key] = load_reranker(spec, settings.home, llm=llm)
+    return _RERANKERS[key]
+
+
+_RERANKERS: dict[tuple[str, str, int], Any] = {}
 
 
 @cache

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from viz.cli import account, adapters, db, documents, keys, ledger, log, market, models
+from viz.cli import account, adapters, db, documents, keys, ledger, log, market, models, rag
 from viz.cli._context import CliState
 from viz.cli.generate import generate
 from viz.cli.serve import serve
@@ -34,6 +34,8 @@ Examples, one per group:
   viz ledger topup bob 5000000 && viz ledger statement ada  money
   viz log export log.json && viz log verify log.json  the verifiable log
   viz generate "What is the capital of France?"       answer offline
+  viz rag index papers --documents all                retrieval collections
+  viz ask "What is QLoRA?" --collection papers        a cited, grounded answer
   viz serve --port 8000                               OpenAI-compatible API
   viz db upgrade                                      database schema
 
@@ -74,8 +76,10 @@ app.add_typer(adapters.app, name="adapters")
 app.add_typer(market.app, name="market")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(log.app, name="log")
+app.add_typer(rag.app, name="rag")
 app.add_typer(db.app, name="db")
 app.command("generate")(generate)
+app.command("ask")(rag.ask)
 app.command("serve")(serve)
 
 

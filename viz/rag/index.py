@@ -46,6 +46,8 @@ __all__ = [
     "Hit",
     "IndexedChunk",
     "SourceDocument",
+    "bm25_order",
+    "check_query",
     "collection_folder",
     "create_collection",
     "list_collections",
@@ -275,6 +277,7 @@ class Collection:
             InvalidInput: an empty query, a bad k or mode, an empty collection.
         """
         _check_query(query, k)
+        self._refresh()
         if mode not in MODES:
             raise InvalidInput(f"search mode {mode!r} must be one of {', '.join(MODES)}")
         total = self.chunk_count()
@@ -303,10 +306,9 @@ class Collection:
 
     def lexical(self, query: str, k: int, keys: set[str] | None = None) -> list[Hit]:
         """BM25 over the chunks (FTS5), any query word matching."""
-        terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:QUERY_TERMS_MAX]
-        if not terms:
+        match = _match_expression(query)
+        if not match:
             return []
-        match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
         sql = (
             "SELECT rowid, -bm25(chunks_fts) AS score, key FROM chunks_fts WHERE chunks_fts MATCH ?"
         )
@@ -492,6 +494,16 @@ class Collection:
             )
         return self._chunk_rows
 
+    def _refresh(self) -> None:
+        """Notice documents another process indexed since the vectors were read."""
+        rows = self._db.execute("SELECT value FROM settings WHERE name = 'vector_rows'").fetchone()
+        if int(rows[0]) != self._vector_rows:
+            values = dict(self._db.execute("SELECT name, value FROM settings"))
+            self._vector_rows = int(values["vector_rows"])
+            self.dimension = int(values["dimension"])
+            self._vectors = None
+            self._chunk_rows = None
+
     def _cut_uncommitted_vectors(self) -> None:
         path = self.folder / "vectors.f32"
         valid = self._vector_rows * self.dimension * 4
@@ -512,13 +524,24 @@ def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, *, rrf_k: int = RR
     return [Hit(chunks[id_], scores[id_], rank) for rank, id_ in enumerate(order, 1)]
 
 
-def _check_query(query: str, k: int) -> None:
+def check_query(query: str) -> None:
+    """Raise InvalidInput for an empty question, LimitExceeded for one over the limit."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput("the question is empty; ask something")
     if len(query) > QUERY_CHARS_MAX:
         raise LimitExceeded(f"the question is {len(query)} characters; at most {QUERY_CHARS_MAX}")
+
+
+def _check_query(query: str, k: int) -> None:
+    check_query(query)
     if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= K_MAX:
         raise InvalidInput(f"k = {k!r} must be an integer 1..{K_MAX}")
+
+
+def _match_expression(query: str) -> str:
+    """An FTS5 query matching any of the query's words (each quoted, so none is an operator)."""
+    terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:QUERY_TERMS_MAX]
+    return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
 
 
 def _connect(folder: Path) -> sqlite3.Connection:
@@ -536,3 +559,23 @@ def _sha256(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def bm25_order(texts: list[str], query: str, k: int) -> list[int]:
+    """Indices of the `k` texts BM25 ranks best for `query` (an in-memory FTS5 table), for
+    one-off rankings such as mining hard negatives."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        connection.execute("CREATE VIRTUAL TABLE t USING fts5(text, tokenize='porter unicode61')")
+        connection.executemany(
+            "INSERT INTO t (rowid, text) VALUES (?, ?)", [(i + 1, t) for i, t in enumerate(texts)]
+        )
+        match = _match_expression(query)
+        if not match:
+            return []
+        rows = connection.execute(
+            "SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t) LIMIT ?", (match, k)
+        ).fetchall()
+        return [row[0] - 1 for row in rows]
+    finally:
+        connection.close()

@@ -58,6 +58,7 @@ from viz.models.registry import get_base_model
 from viz.serving.adapter_ref import parse_model
 from viz.serving.adapter_slots import AdapterSlots
 from viz.serving.engine import Engine, Job
+from viz.serving.grounding import Grounding, RagOptions, Retriever
 from viz.serving.loaded_adapter import LoadedAdapter, load_lora
 from viz.serving.resolve import Resolved, resolve
 from viz.store.blobs import blob_path
@@ -82,6 +83,7 @@ class Message(Schema):
 
 class VizOptions(Schema):
     parents: bool = True
+    rag: RagOptions | None = None
 
 
 class StreamOptions(Schema):
@@ -124,8 +126,10 @@ class Server:
     lock: threading.Lock = field(default_factory=threading.Lock)  # replays
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    retriever: Retriever | None = None
 
     def __post_init__(self) -> None:
+        self.retriever = Retriever(self.settings, self.database)
         self.requests = Counter(
             "viz_requests",
             "Requests by model part and outcome",
@@ -186,6 +190,8 @@ class Server:
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close(drain_s=self.settings.serve_drain_s)
+        if self.retriever is not None:
+            self.retriever.close()
 
 
 # --- one request ----------------------------------------------------------------------------
@@ -202,12 +208,18 @@ class Call:
     prompt_ids: list[int]
     options: GenerationSettings
     n: int
+    grounding: Grounding | None = None
     jobs: list[Job] = field(default_factory=list)
     reserved: bool = False
     settled: bool = False
     started: float = field(default_factory=time.monotonic)
 
-    def usage(self, completion_tokens: int) -> Usage:
+    def usage(self, completion_tokens: int, *, most: bool = False) -> Usage:
+        """The usage to settle; `most` prices every source as cited (for the reservation)."""
+        citations: tuple[int, ...] = ()
+        if self.grounding is not None:
+            cited = None if most else self.grounding.cited
+            citations = self.grounding.document_ids(cited)
         return Usage(
             request_id=self.request_id,
             consumer=self.account.name,
@@ -215,6 +227,7 @@ class Call:
             tokens_in=len(self.prompt_ids),
             tokens_out=completion_tokens,
             composition=self.resolved.composition(),
+            citations=citations,
         )
 
     def reserve(self, session: Any) -> None:
@@ -226,7 +239,7 @@ class Call:
         server = self.server
         most = quote(
             session,
-            self.usage(self.options.max_tokens * self.n),
+            self.usage(self.options.max_tokens * self.n, most=True),
             fee_bps=server.settings.platform_fee_bps,
         )
         if not most:
@@ -429,6 +442,8 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         )
         if isinstance(call, dict):  # a replay of an earlier answer
             return JSONResponse(call)
+        if isinstance(call, StreamingResponse):  # nothing to generate (viz.rag found nothing)
+            return call
         kind: Literal["chat", "text"] = "chat" if messages is not None else "text"
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -489,9 +504,9 @@ def _begin(
     idempotency_key: str | None,
     messages: list[dict[str, str]] | None,
     prompt: str | None,
-) -> Call | dict[str, Any]:
-    """Authenticate and resolve; load, tokenise and hot-load outside any transaction; reserve
-    in a short one; then queue."""
+) -> Call | dict[str, Any] | StreamingResponse:
+    """Authenticate and resolve; retrieve sources (viz.rag); load, tokenise and hot-load
+    outside any transaction; reserve in a short one; then queue."""
     settings = server.settings
     max_tokens = body.max_completion_tokens or body.max_tokens or 256
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
@@ -509,6 +524,19 @@ def _begin(
         session.flush()
         session.expunge(account)
     engine = server.engine(resolved.base_id, resolved.precision)
+    grounding = None
+    if body.viz.rag is not None:
+        if messages is None:
+            raise InvalidInput("viz.rag works with chat completions (/v1/chat/completions)")
+        if body.viz.rag.reranker == "llm":
+            raise InvalidInput(
+                "the llm reranker is not served (it would share the generating model); use a "
+                "trained reranker (viz rag train-reranker) or candidates: 0"
+            )
+        assert server.retriever is not None
+        grounding, messages = server.retriever.ground(body.viz.rag, messages)
+        if not grounding.relevant:
+            return _cannot_find(request_id, resolved.model, grounding, body.stream)
     if messages is not None:
         ids = chat_prompt_ids(
             engine.tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max
@@ -518,7 +546,7 @@ def _begin(
             engine.tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max
         )
     mix = server.mix(resolved, engine)
-    call = Call(server, account, request_id, resolved, ids, options, body.n)
+    call = Call(server, account, request_id, resolved, ids, options, body.n, grounding)
     with session_scope(server.database) as session:
         call.reserve(session)
     call.start(engine, mix)
@@ -563,6 +591,8 @@ def _collect(call: Call, kind: str) -> dict[str, Any]:
     except VizError:
         call.abandon()  # the client gets an error, not the text: nothing to charge
         raise
+    if call.grounding is not None:
+        texts = [call.grounding.cite(text) for text in texts]
     tokens = call.finish()
     choices = []
     for index, (job, text) in enumerate(zip(call.jobs, texts, strict=True)):
@@ -587,6 +617,7 @@ def _collect(call: Call, kind: str) -> dict[str, Any]:
         "model": call.resolved.model,
         "choices": choices,
         "usage": _usage(call, tokens),
+        **_grounding_fields(call.grounding),
     }
 
 
@@ -622,11 +653,17 @@ async def _stream(call: Call, kind: str, include_usage: bool) -> AsyncIterator[s
             if kind == "chat":
                 yield chunk(index, None, None, first=True)
             pieces: Iterator[str] = job.pieces()
+            text = ""
             while True:
                 piece = await asyncio.to_thread(next, pieces, None)
                 if piece is None:
                     break
+                text += piece
                 yield chunk(index, piece, None)
+            if call.grounding is not None:
+                marked = call.grounding.cite(text)
+                if len(marked) > len(text.strip()):  # an attributed source's marker
+                    yield chunk(index, marked[len(text.strip()) :], None)
             sent += job.completion_tokens
             yield chunk(index, None, _finish_reason(job))
         failed = False
@@ -651,9 +688,59 @@ async def _stream(call: Call, kind: str, include_usage: bool) -> AsyncIterator[s
         except VizError as error:  # never lose the stream's end over a ledger refusal
             log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
             tokens = delivered
+    if call.grounding is not None:
+        yield event([], **_grounding_fields(call.grounding))
     if include_usage:
         yield event([], usage=_usage(call, tokens))
     yield "data: [DONE]\n\n"
+
+
+def _grounding_fields(grounding: Grounding | None) -> dict[str, Any]:
+    """`citations` (the sources the answer cites) and `viz.rag` (how they were found)."""
+    if grounding is None:
+        return {}
+    return {"citations": grounding.citations(), "viz": {"rag": grounding.summary()}}
+
+
+def _cannot_find(
+    request_id: str, model: str, grounding: Grounding, stream: bool
+) -> dict[str, Any] | StreamingResponse:
+    """The answer when retrieval found nothing relevant: no generation, no charge."""
+    from viz.rag.answer import CANNOT_FIND
+
+    created = int(time.time())
+    common = {"id": request_id, "created": created, "model": model}
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    if not stream:
+        return {
+            **common,
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": CANNOT_FIND},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage,
+            **_grounding_fields(grounding),
+        }
+
+    async def events() -> AsyncIterator[str]:
+        for delta, reason, extra in [
+            ({"role": "assistant", "content": CANNOT_FIND}, None, {}),
+            ({}, "stop", {}),
+            (None, None, {**_grounding_fields(grounding), "usage": usage}),
+        ]:
+            choices = (
+                [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": reason}]
+            )
+            payload = {**common, "object": "chat.completion.chunk", "choices": choices, **extra}
+            yield f"data: {json.dumps(payload)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 def _finish_reason(job: Job) -> str:
