@@ -12,7 +12,19 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperGroup
 
-from viz.cli import account, adapters, db, documents, keys, ledger, log, market, models, rag
+from viz.cli import (
+    account,
+    adapters,
+    db,
+    documents,
+    experiments,
+    keys,
+    ledger,
+    log,
+    market,
+    models,
+    rag,
+)
 from viz.cli._context import CliState
 from viz.cli.generate import generate
 from viz.cli.serve import serve
@@ -36,6 +48,7 @@ Examples, one per group:
   viz generate "What is the capital of France?"       answer offline
   viz rag index papers --documents all                retrieval collections
   viz ask "What is QLoRA?" --collection papers        a cited, grounded answer
+  viz eval rag --sample 20                            the RAG / rerank grid, scored
   viz serve --port 8000                               OpenAI-compatible API
   viz db upgrade                                      database schema
 
@@ -77,6 +90,7 @@ app.add_typer(market.app, name="market")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(log.app, name="log")
 app.add_typer(rag.app, name="rag")
+app.add_typer(experiments.app, name="eval")
 app.add_typer(db.app, name="db")
 app.command("generate")(generate)
 app.command("ask")(rag.ask)

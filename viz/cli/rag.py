@@ -145,7 +145,7 @@ def train_reranker(
     name: str = typer.Option("minilm-qasper", help="Saved as VIZ_HOME/rerankers/NAME"),
     steps: int = typer.Option(500, help="Optimiser steps (16 pairs each)"),
     seed: int = typer.Option(0, help="Random seed: same seed and data, same reranker"),
-    layers: int = typer.Option(6, help="MiniLM layers kept (1-6): fewer is faster"),
+    layers: int = typer.Option(3, help="MiniLM layers kept (1-6): fewer is faster"),
     max_tokens: int = typer.Option(256, help="Question + chunk tokens seen"),
 ) -> None:
     """Fine-tune a cross-encoder reranker from the shipped MiniLM on (question, gold chunk,

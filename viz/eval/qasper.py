@@ -77,7 +77,7 @@ def load_questions(folder: Path) -> list[Question]:
             problems.append(f"{label} is not an object")
             continue
         missing = [f for f in QUESTION_FIELDS if f not in item]
-        answers = item.get("answers")
+        answers: list[Any] = item.get("answers") or []
         if not missing and (not isinstance(answers, list) or not answers):
             missing.append("answers (a non-empty list)")
         elif not missing:

@@ -88,6 +88,28 @@ class GridSettings:
     max_tokens: int = 64
     min_relevance: float = 0.02
 
+    def check(self) -> None:
+        """Raise InvalidInput naming every bad setting."""
+        from viz.rag.chunking import check_sizes
+        from viz.rag.index import MODES
+
+        problems = []
+        for size in self.chunk_sizes:
+            try:
+                check_sizes(size, 0)
+            except InvalidInput as error:
+                problems.append(error.message)
+        if any(not 1 <= k <= 20 for k in self.top_ks):
+            problems.append("top-k values must be 1..20")
+        if any(not 1 <= n <= DEPTH for n in self.candidates):
+            problems.append(f"candidates values must be 1..{DEPTH}")
+        if self.first_stage not in MODES:
+            problems.append(f"first stage {self.first_stage!r} must be one of {', '.join(MODES)}")
+        if not 1 <= self.max_tokens <= 2048:
+            problems.append(f"max tokens {self.max_tokens} must be 1..2048")
+        if problems:
+            raise InvalidInput("; ".join(problems))
+
 
 def grid(settings: GridSettings) -> list[Cell]:
     cells = [Cell("vanilla")]
@@ -122,10 +144,7 @@ def run_rag_eval(
     from viz.eval.report import write_report
 
     settings = settings or GridSettings()
-    if any(not 1 <= k <= 20 for k in settings.top_ks):
-        raise InvalidInput("top-k values must be 1..20")
-    if any(n > DEPTH for n in settings.candidates):
-        raise InvalidInput(f"candidates values must be at most {DEPTH}")
+    settings.check()
     questions = sample_of(load_questions(data), sample, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     cells = grid(settings)
@@ -266,7 +285,9 @@ def _run_cell(
     else:
         assert cell.candidates is not None
         ranking, rerank_ms = stage.reranked[cell.candidates]
-        relevant = bool(ranking) and _sigmoid(ranking[0].score) >= settings.min_relevance
+        relevant = (
+            bool(ranking) and _sigmoid(max(h.score for h in ranking)) >= settings.min_relevance
+        )
     top = ranking[: cell.top_k]
     gold = stage.gold
     ids = [h.chunk.id for h in ranking]

@@ -5,9 +5,10 @@ The pipeline for one question:
 1. **Retrieve** `candidates` chunks (or `top_k` without a reranker) from a collection, lexical,
    dense or hybrid; documents whose catalogue entry no longer allows `ai_inference` are dropped
    (`allowed`), so they never reach a prompt.
-2. **Rerank** the candidates and keep the best `top_k`. When the reranker is a cross-encoder
-   and even the best source's relevance, sigmoid(score), is below `min_relevance`, or retrieval
-   found nothing, the answer is **"I can't find this in the sources."** and no model is called.
+2. **Rerank** the candidates and keep the best `top_k` (the reranker's order fused with the
+   first stage's, see `viz.rag.rerank.rerank`). When the reranker is a cross-encoder and even
+   the best source's relevance, sigmoid(score), is below `min_relevance`, or retrieval found
+   nothing, the answer is **"I can't find this in the sources."** and no model is called.
 3. **Prompt** with the model's chat template: a system message asking for an answer from the
    numbered sources only, citing them as [n], and the sources `[1] title\\ntext` in rank order.
 4. **Cite**: the [n] markers the answer uses are its citations. A small model often forgets
@@ -167,7 +168,7 @@ def retrieve(
     if settings.candidates and hits:
         hits = rerank(reranker, question, hits, settings.top_k)  # type: ignore[arg-type]
         if isinstance(reranker, CrossEncoder):
-            relevant = _sigmoid(hits[0].score) >= settings.min_relevance
+            relevant = _sigmoid(max(h.score for h in hits)) >= settings.min_relevance
     else:
         hits = hits[: settings.top_k]
     rerank_ms = (time.perf_counter() - started) * 1e3 if settings.candidates else 0.0

@@ -360,7 +360,10 @@ class Collection:
                 f"embedder makes {embedder.dimension}: use the embedder it was built with"
             )
         known = {d["key"]: d["sha256"] for d in self.documents()}
-        added, replaced, unchanged, done = [], [], [], 0
+        added: list[str] = []
+        replaced: list[str] = []
+        unchanged: list[str] = []
+        done = 0
         for document in documents:
             sha = document.sha256 or _sha256(document.text)
             if known.get(document.key) == sha:

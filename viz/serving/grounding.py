@@ -49,6 +49,7 @@ class RagOptions(Schema):
     candidates: int = Field(default=20, ge=0, le=CANDIDATES_MAX)
     mode: str = "hybrid"
     reranker: str = "default"
+    min_relevance: float = Field(default=0.02, ge=0, lt=1)
 
 
 @dataclass
@@ -112,7 +113,9 @@ class Retriever:
         questions = [m["content"] for m in messages if m["role"] == "user"]
         if not questions:
             raise InvalidInput("viz.rag needs a user message: it is the question")
-        settings = RagSettings(options.top_k, options.candidates, options.mode)
+        settings = RagSettings(
+            options.top_k, options.candidates, options.mode, options.min_relevance
+        )
         settings.check()
         with self.lock:
             collection = self._collection(options.collection)
