@@ -151,6 +151,8 @@ def test_bad_rag_options_get_openai_shaped_errors(world) -> None:
         ({"collection": "papers", "mode": "fuzzy"}, 400, "mode"),
         ({"collection": "papers", "reranker": "llm"}, 400, "not served"),
         ({"collection": "../x"}, 400, "collection name"),
+        ({"collection": "papers", "reranker": "/etc"}, 400, "name of a trained reranker"),
+        ({"collection": "papers", "reranker": "nope"}, 404, "no reranker 'nope'"),
     ]:
         with pytest.raises(openai.APIStatusError) as refused:
             client.chat.completions.create(

@@ -139,15 +139,18 @@ def load_embedder_cached() -> Embedder:
     return load_embedder()
 
 
-def load_reranker_cached(spec: str, settings: Settings, llm: LoadedModel | None = None) -> Any:
-    """A reranker by name, path or `llm` (scoring with `llm`), loaded once per process."""
-    key = (str(settings.home.resolve()), spec, id(llm) if spec == "llm" else 0)
+def load_reranker_cached(
+    spec: str, settings: Settings, llm: LoadedModel | None = None, *, paths: bool = True
+) -> Any:
+    """A reranker by name, path (if `paths`) or `llm` (scoring with `llm`), loaded once per
+    process."""
+    key = (str(settings.home.resolve()), spec, id(llm) if spec == "llm" else 0, paths)
     if key not in _RERANKERS:
-        _RERANKERS[key] = load_reranker(spec, settings.home, llm=llm)
+        _RERANKERS[key] = load_reranker(spec, settings.home, llm=llm, paths=paths)
     return _RERANKERS[key]
 
 
-_RERANKERS: dict[tuple[str, str, int], Any] = {}
+_RERANKERS: dict[tuple[str, str, int, bool], Any] = {}
 
 
 @cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import typer
@@ -76,8 +78,14 @@ def rag(
             settings=grid,
             sample=sample,
             seed=seed,
-            meta={"model": llm.model_id, "reranker": getattr(scorer, "name", reranker)},
+            meta={
+                "model": llm.model_id,
+                "reranker": getattr(scorer, "name", reranker),
+                "command": "viz " + " ".join(sys.argv[1:]),
+                "date": time.strftime("%Y-%m-%d"),
+            },
             progress=progress,
+            index_dir=settings.home / "eval" / "rag-index",
         )
     best = max((c for c in cells if c["f1"] is not None), key=lambda c: c["f1"])
     typer.echo(f"{len(cells)} cells; best F1 {best['f1']:.3f} ({best['cell']})")

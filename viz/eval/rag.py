@@ -136,8 +136,10 @@ def run_rag_eval(
     seed: int = 0,
     meta: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    index_dir: Path | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
-    """Run the grid on `sample` questions of `data` (all if None) and write the report to `out`.
+    """Run the grid on `sample` questions of `data` (all if None) and write the report to `out`
+    (the collections go to `index_dir`, default `out/index`, and are reused by later runs).
 
     Returns the cells' averages and the report files.
     """
@@ -153,7 +155,7 @@ def run_rag_eval(
     collections = {}
     for size in settings.chunk_sizes:
         collection = create_collection(
-            out / "index" / f"c{size}", CollectionSettings("chars", size)
+            (index_dir or out / "index") / f"c{size}", CollectionSettings("chars", size)
         )
         collection.add(
             [

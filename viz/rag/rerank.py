@@ -198,20 +198,28 @@ def load_cross_encoder(folder: Path, *, max_tokens: int | None = None) -> CrossE
     return CrossEncoder(str(manifest.get("name", folder.name)), model, tokenizer, tokens)
 
 
-def load_reranker(spec: str, home: Path, *, llm: Any = None) -> Reranker:
+def load_reranker(spec: str, home: Path, *, llm: Any = None, paths: bool = True) -> Reranker:
     """`spec` is a trained reranker's name (`default` = minilm-qasper), `llm` (pointwise scoring
-    with `llm`, a LoadedModel) or a path to a cross-encoder folder.
+    with `llm`, a LoadedModel) or, when `paths` (not for API callers), a cross-encoder folder.
 
     Raises:
         NotFound: the named reranker has not been trained.
+        InvalidInput: a path where only names are allowed.
     """
+    from viz.rag.index import NAME_PATTERN
+
     if spec == "llm":
         if llm is None:
             raise InvalidInput("the llm reranker needs a loaded base model")
         return LLMScorer(f"llm:{llm.model_id}", llm.model, llm.tokenizer)
     name = DEFAULT_RERANKER if spec == "default" else spec
+    if not paths and not NAME_PATTERN.match(name):
+        raise InvalidInput(
+            f"reranker {name!r} must be the name of a trained reranker (lowercase letters, "
+            "digits, '.', '_', '-'), e.g. 'default'"
+        )
     path = Path(name).expanduser()
-    if not (path.is_dir() and (path / "config.json").is_file()):
+    if not paths or not (path.is_dir() and (path / "config.json").is_file()):
         path = reranker_folder(home, name)
         if not path.is_dir():
             raise NotFound(

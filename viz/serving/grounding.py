@@ -121,7 +121,7 @@ class Retriever:
             collection = self._collection(options.collection)
             embedder = load_embedder_cached() if options.mode != "lexical" else None
             reranker = (
-                load_reranker_cached(options.reranker, self.settings, llm)
+                load_reranker_cached(options.reranker, self.settings, llm, paths=False)
                 if options.candidates
                 else None
             )
