@@ -52,6 +52,7 @@ bench: $(STAMP)
 	url=$$(scripts/postgres-test-server | tail -n 1); \
 		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/python bench/ledger.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/rag.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from viz.errors import NotFound  # noqa: E402
 from viz.eval.metrics import mean, mrr, ndcg_at_k, recall_at_k  # noqa: E402
 from viz.eval.qasper import (  # noqa: E402
     evidence_spans,
@@ -90,7 +91,10 @@ def main() -> None:
             from viz.api import load_base
 
             llm = load_base()
-        scorers[name] = load_reranker(name, args.home, llm=llm)
+        try:
+            scorers[name] = load_reranker(name, args.home, llm=llm)
+        except NotFound as error:
+            print(f"skipped reranker {name}: {error.message}")
 
     rows: dict[str, list[tuple[float, float, float]]] = {}
     latency: dict[str, list[float]] = {name: [] for name in scorers}

@@ -175,3 +175,21 @@ def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = TrainingSettings(steps=3, layers=1, max_tokens=64, questions_per_step=2)
     train_cross_encoder(data, out, settings)
     return out
+
+
+def add_papers(session, blobs_dir: Path, owner, papers: list[str], **details) -> list[int]:  # type: ignore[no-untyped-def]
+    """Catalogue QASPER dev papers for `owner` (CC-BY-4.0, Dasigi et al. 2021 unless `details`
+    say otherwise); returns their document ids."""
+    from viz.documents import DocumentInput, add_documents
+
+    details = {"attribution": "Dasigi et al. 2021", **details}
+    added, _ = add_documents(
+        session,
+        blobs_dir,
+        owner,
+        [QASPER_PAPERS / f"{p}.txt" for p in papers],
+        DocumentInput("CC-BY-4.0", **details),
+        document_bytes_max=10**7,
+        documents_max=10,
+    )
+    return [d.id for d in added]

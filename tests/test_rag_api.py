@@ -11,12 +11,11 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import QASPER_PAPERS
+from tests.conftest import add_papers
 from tests.ledger_world import build_market
 from tests.serving_world import run_server
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
-from viz.documents import DocumentInput, add_documents
 from viz.errors import NotFound
 from viz.ledger import balances, topup
 from viz.market.catalogue import list_document
@@ -58,16 +57,7 @@ def world(tmp_path_factory, models_dir, embedder, tiny_reranker) -> Iterator[Wor
     build_market(database)
     with session_scope(database) as session:
         ada = get_account(session, "ada")
-        added, _ = add_documents(
-            session,
-            settings.blobs_dir,
-            ada,
-            [QASPER_PAPERS / f"{p}.txt" for p in PAPERS],
-            DocumentInput("CC-BY-4.0", attribution="Dasigi et al. 2021"),
-            document_bytes_max=10**7,
-            documents_max=10,
-        )
-        documents = [d.id for d in added]
+        documents = add_papers(session, settings.blobs_dir, ada, PAPERS)
         for document_id in documents:
             list_document(session, document_id, price_per_citation_micro=PRICE, by=ada)
         index_catalogue(

@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import QASPER_PAPERS, qasper_subset
+from tests.conftest import QASPER_PAPERS, add_papers, qasper_subset
 from viz.config import Settings
 from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from viz.rag.answer import (
@@ -144,31 +144,17 @@ def test_bad_searches_and_collections_get_clear_errors(tmp_path, papers_collecti
 
 
 def catalogue(engine, settings: Settings) -> list[int]:  # type: ignore[no-untyped-def]
+    """Ada's two papers that allow inference, then one that does not."""
     from viz.accounts import create_account
-    from viz.documents import DocumentInput, add_documents
     from viz.store import session_scope
 
     with session_scope(engine) as session:
         ada = create_account(session, "ada")
-        allowed, _ = add_documents(
-            session,
-            settings.blobs_dir,
-            ada,
-            [QASPER_PAPERS / f"{p}.txt" for p in PAPERS],
-            DocumentInput("CC-BY-4.0", attribution="Dasigi et al. 2021"),
-            document_bytes_max=10**7,
-            documents_max=10,
+        allowed = add_papers(session, settings.blobs_dir, ada, PAPERS)
+        private = add_papers(
+            session, settings.blobs_dir, ada, ["1603.01514"], ai_inference="notAllowed"
         )
-        private, _ = add_documents(
-            session,
-            settings.blobs_dir,
-            ada,
-            [QASPER_PAPERS / "1603.01514.txt"],
-            DocumentInput("CC-BY-4.0", ai_inference="notAllowed"),
-            document_bytes_max=10**7,
-            documents_max=10,
-        )
-        return [d.id for d in allowed + private]
+        return allowed + private
 
 
 def test_only_documents_allowing_inference_are_indexed_and_answered_from(

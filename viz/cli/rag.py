@@ -171,8 +171,8 @@ def train_reranker(
 
         manifest = train_cross_encoder(data, out, settings, progress=progress)
     typer.echo(
-        f"saved {out} ({manifest['examples']} questions, loss {manifest['loss_first_50']} -> "
-        f"{manifest['loss_last_50']}, {manifest['seconds']} s)"
+        f"saved {out} ({manifest['examples']} questions, loss {manifest['loss_first']} -> "
+        f"{manifest['loss_last']}, {manifest['seconds']} s)"
     )
 
 

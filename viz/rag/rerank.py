@@ -386,6 +386,7 @@ def train_cross_encoder(
         if progress:
             progress(step + 1, losses[-1])
     model.eval()
+    window = max(1, min(50, len(losses) // 5))  # steps averaged at each end
     manifest = {
         "name": out.name,
         "kind": "cross-encoder",
@@ -393,8 +394,9 @@ def train_cross_encoder(
         "data": str(data),
         "examples": len(examples),
         "settings": asdict(settings),
-        "loss_first_50": _average(losses[:50]),
-        "loss_last_50": _average(losses[-50:]),
+        "loss_first": _average(losses[:window]),
+        "loss_last": _average(losses[-window:]),
+        "loss_window": window,
         "seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
     }
