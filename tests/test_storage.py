@@ -375,7 +375,8 @@ def test_files_that_are_not_text_are_invalid_input(
     for name, content, message in [
         ("nul.txt", "text\x00more", "NUL"),
         ("blank.txt", " \n\t\n", "empty"),
-        ("paper.pdf", "%PDF-1.7", "unsupported file type"),
+        ("paper.docx", "PK\x03\x04", "unsupported file type"),
+        ("paper.pdf", "%PDF-1.7", "damaged PDF"),
     ]:
         with pytest.raises(InvalidInput, match=message):
             add(engine, blobs, ada, [write(tmp_path, name, content)])
