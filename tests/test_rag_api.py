@@ -153,6 +153,7 @@ def test_bad_rag_options_get_openai_shaped_errors(world) -> None:
             )
         assert refused.value.status_code == status, rag
         assert message in refused.value.message, rag
+        assert refused.value.code != "model_not_found", rag
     with pytest.raises(openai.APIStatusError) as refused:
         client.completions.create(
             model="smollm2-135m-instruct",

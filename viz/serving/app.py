@@ -779,6 +779,9 @@ def _error(request: Request, error: VizError, *, param: str | None = None) -> JS
         if cls in _TYPES:
             status, kind, code = _TYPES[cls]
             break
+    param = param or getattr(error, "param", None)
+    if param is not None and param.startswith("viz.") and code == "model_not_found":
+        code = None  # a missing collection or reranker, not a model
     body = {"error": {"message": error.message, "type": kind, "param": param, "code": code}}
     headers = {"x-request-id": getattr(request.state, "request_id", "")}
     return JSONResponse(body, status_code=status, headers=headers)

@@ -25,7 +25,7 @@ from pydantic import BaseModel as Schema
 from pydantic import Field
 
 from viz.config import Settings
-from viz.errors import InvalidInput
+from viz.errors import InvalidInput, VizError
 from viz.rag.answer import (
     CANDIDATES_MAX,
     SYSTEM,
@@ -108,6 +108,15 @@ class Retriever:
             InvalidInput: no user message, bad options, an empty collection.
             NotFound: no such collection or reranker.
         """
+        try:
+            return self._ground(options, messages, llm)
+        except VizError as error:
+            error.param = "viz.rag"  # type: ignore[attr-defined]  # the API's error names it
+            raise
+
+    def _ground(
+        self, options: RagOptions, messages: list[dict[str, str]], llm: Any
+    ) -> tuple[Grounding, list[dict[str, str]]]:
         from viz.api import load_embedder_cached, load_reranker_cached
 
         questions = [m["content"] for m in messages if m["role"] == "user"]
