@@ -127,7 +127,7 @@ def search(
     try:
         embedder = None if mode == "lexical" else load_embedder_cached()
         hits = index_.search(query, k=k, mode=mode, embedder=embedder)
-        titles = {d["key"]: d["title"] for d in index_.documents()}
+        titles = {d["key"]: d["title"] for d in index_.documents({h.chunk.key for h in hits})}
     finally:
         index_.close()
     for hit in hits:

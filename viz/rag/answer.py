@@ -152,7 +152,7 @@ def retrieve(
         embedder=embedder,
         keys=key_list,
     )
-    documents = {d["key"]: d for d in collection.documents()} if hits else {}
+    documents = {d["key"]: d for d in collection.documents({h.chunk.key for h in hits})}
     if allowed is not None:
         ids = [d["document_id"] for d in documents.values() if d["document_id"] is not None]
         still = allowed(ids)
@@ -242,16 +242,6 @@ class Answer:
     retrieve_ms: float
     rerank_ms: float
     generate_ms: float
-
-    @property
-    def cited_sources(self) -> list[Source]:
-        return [s for s in self.sources if s.number in self.cited]
-
-    @property
-    def cited_documents(self) -> list[int]:
-        """Catalogued documents cited, each once: what the request pays citations for."""
-        ids = [s.document_id for s in self.cited_sources if s.document_id is not None]
-        return list(dict.fromkeys(ids))
 
 
 def answer_question(

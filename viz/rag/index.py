@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from viz.errors import InvalidInput, LimitExceeded, NotFound, StorageCorrupt
+from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound, StorageCorrupt
 from viz.rag.chunking import Chunk, check_sizes, chunk_by_characters, chunk_by_tokens
 from viz.rag.embed import Embedder
 
@@ -160,8 +160,6 @@ def create_collection(folder: Path, settings: CollectionSettings) -> Collection:
     if (folder / "index.sqlite").is_file():
         collection = open_collection(folder)
         if collection.settings != settings:
-            from viz.errors import Conflict
-
             raise Conflict(
                 f"collection {folder.name!r} was built with {_describe(collection.settings)}, "
                 f"not {_describe(settings)}; use another name or the same settings"
@@ -218,19 +216,21 @@ class Collection:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def documents(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT key, sha256, title, licence, attribution, document_id, chunks FROM documents "
-            "ORDER BY key"
-        )
+    def documents(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """The indexed documents (only those with `keys`, if given), by key."""
+        sql = "SELECT key, sha256, title, licence, attribution, document_id, chunks FROM documents"
+        if keys is None:
+            rows = self._db.execute(sql + " ORDER BY key").fetchall()
+        else:
+            wanted = sorted(set(keys))
+            rows = []
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows += self._db.execute(f"{sql} WHERE key IN ({marks})", part).fetchall()
+            rows.sort()
         names = ("key", "sha256", "title", "licence", "attribution", "document_id", "chunks")
         return [dict(zip(names, row, strict=True)) for row in rows]
-
-    def document(self, key: str) -> dict[str, Any]:
-        found = [d for d in self.documents() if d["key"] == key]
-        if not found:
-            raise NotFound(f"collection {self.name!r} has no document {key!r}")
-        return found[0]
 
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
