@@ -15,18 +15,27 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from viz.config import Settings
 from viz.models.generate import GenerationSettings, TokenStream, generate_text
 from viz.models.loading import LoadedModel, load_model
 from viz.models.registry import get_base_model
-from viz.rag.answer import Answer, RagSettings, answer_question, retrieve
+from viz.rag.answer import Answer, RagSettings, Retrieval, answer_question, retrieve
 from viz.rag.embed import Embedder, load_embedder
-from viz.rag.index import check_query, collection_folder, open_collection
+from viz.rag.index import Collection, check_query, collection_folder, open_collection
 from viz.rag.ingest import allowed_for_inference
 from viz.rag.rerank import load_reranker
 from viz.store.database import open_database, session_scope
 
-__all__ = ["ask", "generate", "load_base", "load_embedder_cached", "load_reranker_cached"]
+__all__ = [
+    "ask",
+    "generate",
+    "load_base",
+    "load_embedder_cached",
+    "load_reranker_cached",
+    "retrieve_from_catalogue",
+]
 
 
 def load_base(
@@ -105,20 +114,11 @@ def ask(
     index = open_collection(collection_folder(settings.home, collection))
     try:
         loaded = load_base(model, precision=precision, settings=settings)
-        scorer = None
-        if candidates:
-            scorer = load_reranker_cached(reranker, settings, loaded)
         engine = open_database(settings.database_url_resolved)
         try:
-            with session_scope(engine) as session:
-                retrieval = retrieve(
-                    index,
-                    question,
-                    options,
-                    embedder=load_embedder_cached() if mode != "lexical" else None,
-                    reranker=scorer,
-                    allowed=lambda ids: allowed_for_inference(session, ids),
-                )
+            retrieval = retrieve_from_catalogue(
+                index, question, options, engine, settings, reranker=reranker, llm=loaded
+            )
         finally:
             engine.dispose()
         return answer_question(
@@ -131,6 +131,34 @@ def ask(
         )
     finally:
         index.close()
+
+
+def retrieve_from_catalogue(
+    collection: Collection,
+    question: str,
+    options: RagSettings,
+    database: Engine,
+    settings: Settings,
+    *,
+    reranker: str,
+    llm: LoadedModel | None = None,
+    paths: bool = True,
+) -> Retrieval:
+    """Retrieve (and rerank, if `options.candidates`) with the process's cached embedder and
+    reranker, dropping documents the catalogue no longer allows for inference."""
+    embedder = load_embedder_cached() if options.mode != "lexical" else None
+    scorer = (
+        load_reranker_cached(reranker, settings, llm, paths=paths) if options.candidates else None
+    )
+    with session_scope(database) as session:
+        return retrieve(
+            collection,
+            question,
+            options,
+            embedder=embedder,
+            reranker=scorer,
+            allowed=lambda ids: allowed_for_inference(session, ids),
+        )
 
 
 @cache

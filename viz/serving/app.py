@@ -126,7 +126,7 @@ class Server:
     lock: threading.Lock = field(default_factory=threading.Lock)  # replays
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    retriever: Retriever | None = None
+    retriever: Retriever = field(init=False)
 
     def __post_init__(self) -> None:
         self.retriever = Retriever(self.settings, self.database)
@@ -190,8 +190,7 @@ class Server:
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close(drain_s=self.settings.serve_drain_s)
-        if self.retriever is not None:
-            self.retriever.close()
+        self.retriever.close()
 
 
 # --- one request ----------------------------------------------------------------------------
@@ -533,7 +532,6 @@ def _begin(
                 "the llm reranker is not served (it would share the generating model); use a "
                 "trained reranker (viz rag train-reranker) or candidates: 0"
             )
-        assert server.retriever is not None
         grounding, messages = server.retriever.ground(body.viz.rag, messages)
         if not grounding.relevant:
             return _cannot_find(request_id, resolved.model, grounding, body.stream)

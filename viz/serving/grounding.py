@@ -34,11 +34,8 @@ from viz.rag.answer import (
     Source,
     cite,
     grounded_messages,
-    retrieve,
 )
 from viz.rag.index import Collection, collection_folder, open_collection
-from viz.rag.ingest import allowed_for_inference
-from viz.store.database import session_scope
 
 __all__ = ["Grounding", "RagOptions", "Retriever"]
 
@@ -100,7 +97,7 @@ class Retriever:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ground(
-        self, options: RagOptions, messages: list[dict[str, str]], llm: Any = None
+        self, options: RagOptions, messages: list[dict[str, str]]
     ) -> tuple[Grounding, list[dict[str, str]]]:
         """Retrieve sources for the last user message; return them and the grounded messages.
 
@@ -109,15 +106,15 @@ class Retriever:
             NotFound: no such collection or reranker.
         """
         try:
-            return self._ground(options, messages, llm)
+            return self._ground(options, messages)
         except VizError as error:
             error.param = "viz.rag"  # type: ignore[attr-defined]  # the API's error names it
             raise
 
     def _ground(
-        self, options: RagOptions, messages: list[dict[str, str]], llm: Any
+        self, options: RagOptions, messages: list[dict[str, str]]
     ) -> tuple[Grounding, list[dict[str, str]]]:
-        from viz.api import load_embedder_cached, load_reranker_cached
+        from viz.api import retrieve_from_catalogue
 
         questions = [m["content"] for m in messages if m["role"] == "user"]
         if not questions:
@@ -127,22 +124,15 @@ class Retriever:
         )
         settings.check()
         with self.lock:
-            collection = self._collection(options.collection)
-            embedder = load_embedder_cached() if options.mode != "lexical" else None
-            reranker = (
-                load_reranker_cached(options.reranker, self.settings, llm, paths=False)
-                if options.candidates
-                else None
+            retrieval = retrieve_from_catalogue(
+                self._collection(options.collection),
+                questions[-1],
+                settings,
+                self.database,
+                self.settings,
+                reranker=options.reranker,
+                paths=False,  # a caller names a trained reranker, never a folder here
             )
-            with session_scope(self.database) as session:
-                retrieval = retrieve(
-                    collection,
-                    questions[-1],
-                    settings,
-                    embedder=embedder,
-                    reranker=reranker,
-                    allowed=lambda ids: allowed_for_inference(session, ids),
-                )
         grounding = Grounding(
             options.collection,
             retrieval.sources,
