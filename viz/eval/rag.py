@@ -10,8 +10,9 @@ Cells (37 in the full grid):
 QASPER questions are about one paper, so retrieval for a question searches that paper's chunks
 (one collection per chunk size holds every paper of the run; the search is limited to the
 question's paper). The first stage is hybrid (BM25 + dense by RRF) unless `first_stage` says
-otherwise; its top 50 and the reranker's scores are computed once per question and chunk size
-and shared by the cells (the rerank time of a cell is measured on its own n candidates).
+otherwise; its top 50 is computed once per question and chunk size and shared by the cells,
+and each number of candidates n is reranked once and shared by its top-k cells (so a cell's
+rerank time is measured on its own n candidates).
 
 Scores per question and cell, then averaged per cell:
 
