@@ -71,16 +71,21 @@ def peft_answer(smollm2_record, models_dir, folders_weights, prompt_ids) -> str:
     return stream.text
 
 
+def batch_world(adapters, smollm2_record, models_dir):  # type: ignore[no-untyped-def]
+    """A fresh default model, the QUESTIONS as chat prompts, and the qa and mt adapters."""
+    loaded = load_model(smollm2_record, models_dir)
+    prompts = [
+        chat_prompt_ids(loaded.tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
+        for q in QUESTIONS
+    ]
+    return loaded, prompts, lora(adapters["qa"], 1), lora(adapters["mt"], 2)
+
+
 def test_a_batch_of_different_adapters_matches_plain_peft_token_for_token(
     adapters, smollm2_record, models_dir
 ) -> None:
-    loaded = load_model(smollm2_record, models_dir)
+    loaded, prompts, qa, mt = batch_world(adapters, smollm2_record, models_dir)
     tokenizer = loaded.tokenizer
-    prompts = [
-        chat_prompt_ids(tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
-        for q in QUESTIONS
-    ]
-    qa, mt = lora(adapters["qa"], 1), lora(adapters["mt"], 2)
     engine = Engine(loaded.model, tokenizer, batch_max=8)
     try:
         jobs = [
@@ -475,13 +480,8 @@ def test_random_request_bodies_never_cause_a_server_error(api) -> None:
 def test_short_requests_joining_and_leaving_do_not_disturb_the_running_rows(
     adapters, smollm2_record, models_dir
 ) -> None:
-    loaded = load_model(smollm2_record, models_dir)
+    loaded, prompts, qa, mt = batch_world(adapters, smollm2_record, models_dir)
     tokenizer = loaded.tokenizer
-    prompts = [
-        chat_prompt_ids(tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
-        for q in QUESTIONS
-    ]
-    qa, mt = lora(adapters["qa"], 1), lora(adapters["mt"], 2)
     long = GenerationSettings(max_tokens=24)
     engine = Engine(loaded.model, tokenizer, batch_max=8)
     try:
