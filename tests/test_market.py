@@ -153,6 +153,19 @@ def test_a_parent_chain_cannot_loop(market) -> None:
         publish(market, first, name="general", version="1.0.1", parent="domain")
 
 
+def test_a_parent_must_adapt_the_same_base(market, tiny_model_folder) -> None:
+    with session_scope(market["engine"]) as session:
+        add_base_model(
+            session, str(tiny_model_folder), model_id="tiny-twin", licence="MIT",
+            provenance_class="unknown",
+        )  # fmt: skip
+    parent = make_adapter(market["base"], market["tmp"] / "p", seed=3)
+    publish(market, parent, name="twin-general", base_id="tiny-twin")
+    child = make_adapter(market["base"], market["tmp"] / "c", seed=4)
+    with pytest.raises(InvalidInput, match="is on base tiny-twin, not tiny"):
+        publish(market, child, name="tiny-child", parent="twin-general")
+
+
 # --- malicious uploads: every one refused (nothing stored) or flagged -------------------------
 
 

@@ -119,8 +119,8 @@ def test_the_model_grammar() -> None:
         ("mt", None, 0.5),
     ]
     assert parse_model("smollm2-135m-instruct").single_name == "smollm2-135m-instruct"
+    assert parse_model("auto").auto and not parse_model("qa").auto
     for bad, message in [
-        ("auto", "not available yet"),
         ("qa:9", "weight"),
         ("a b", "cannot read"),
         ("qa+qa", "twice"),
@@ -258,8 +258,10 @@ def test_errors_have_the_openai_shape_and_status(api) -> None:
         ask(bad, "qa-real")
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         ask(api.client(), "no-such-adapter")
-    with pytest.raises(openai.BadRequestError, match="not available yet"):
-        ask(api.client(), "auto")
+    with pytest.raises(openai.BadRequestError, match="presets: raspberry-pi-4gb"):
+        ask(api.client(), "auto", extra_body={"viz": {"route": {"hardware": "toaster"}}})
+    with pytest.raises(openai.BadRequestError, match='goes with model "auto"'):
+        ask(api.client(), "qa-real", extra_body={"viz": {"route": {"budget": 5}}})
     with pytest.raises(openai.PermissionDeniedError, match="private"):
         ask(api.client(), "secret")
     with pytest.raises(openai.PermissionDeniedError, match="taken down"):

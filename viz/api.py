@@ -26,6 +26,8 @@ from viz.rag.embed import Embedder, load_embedder
 from viz.rag.index import Collection, check_query, collection_folder, open_collection
 from viz.rag.ingest import allowed_for_inference
 from viz.rag.rerank import load_reranker
+from viz.routing.recommend import Recommendation, RouteRequest, recommend
+from viz.routing.speed import load_calibration
 from viz.store.database import open_database, session_scope
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "load_base",
     "load_embedder_cached",
     "load_reranker_cached",
+    "recommend_route",
     "retrieve_from_catalogue",
 ]
 
@@ -190,3 +193,17 @@ def _load(database_url: str, models_dir: Path, model_id: str, precision: str) ->
     finally:
         engine.dispose()
     return load_model(record, models_dir, precision=precision)
+
+
+def recommend_route(
+    session: Any, settings: Settings, request: RouteRequest, *, caller: Any = None
+) -> Recommendation:
+    """The recommender with this process's embedder and this machine's cached calibration."""
+    return recommend(
+        session,
+        settings,
+        request,
+        embedder=load_embedder_cached(),
+        calibration=load_calibration(settings.home),
+        caller=caller,
+    )

@@ -24,6 +24,7 @@ from viz.cli import (
     market,
     models,
     rag,
+    routing,
 )
 from viz.cli._context import CliState
 from viz.cli.generate import generate
@@ -48,6 +49,8 @@ Examples, one per group:
   viz generate "What is the capital of France?"       answer offline
   viz rag index papers --documents all                retrieval collections
   viz ask "What is QLoRA?" --collection papers        a cited, grounded answer
+  viz market tree                                     the adapter hierarchy
+  viz recommend "translate a contract" --hardware laptop-8gb  base + chain that fit
   viz eval rag --sample 20                            the RAG / rerank grid, scored
   viz serve --port 8000                               OpenAI-compatible API
   viz db upgrade                                      database schema
@@ -94,6 +97,7 @@ app.add_typer(experiments.app, name="eval")
 app.add_typer(db.app, name="db")
 app.command("generate")(generate)
 app.command("ask")(rag.ask)
+app.command("recommend")(routing.recommend)
 app.command("serve")(serve)
 
 

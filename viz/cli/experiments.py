@@ -92,6 +92,66 @@ def rag(
     typer.echo(f"report: {files['report.md']} and {files['report.html']}")
 
 
+@app.command("routing")
+def routing(
+    context: typer.Context,
+    train: Path = typer.Option(
+        DEFAULT_DATA.parent / "qasper-train", help="QASPER-format folder the adapters train on"
+    ),
+    data: Path = typer.Option(DEFAULT_DATA, help="QASPER-format folder of the queries"),
+    shared: Path = typer.Option(
+        DEFAULT_DATA.parent.parent, help="The shared folder (its seeds/ train 'english')"
+    ),
+    out: Path | None = typer.Option(None, help="Report folder (default VIZ_HOME/eval/routing)"),
+    steps: int = typer.Option(40, help="Training steps per adapter"),
+    papers: int = typer.Option(12, help="Training papers per sub-domain adapter"),
+    domain_papers: int = typer.Option(16, help="Training papers of the nlp-research adapter"),
+    quality_questions: int = typer.Option(40, help="Questions scored for answer quality"),
+    max_tokens: int = typer.Option(32, help="Most tokens per answer"),
+    build: bool = typer.Option(True, help="Build (or finish building) the hierarchy first"),
+    seed: int = typer.Option(0, help="Seed of the paper and question samples"),
+) -> None:
+    """Build a QASPER hierarchy (english -> nlp-research -> translation, question-answering,
+    sentiment, dialogue) in VIZ_HOME, route held-out QASPER-dev questions through it and score
+    routing accuracy (hierarchical vs flat vs random) and answer quality (auto vs base vs a
+    wrong sub-domain). Writes report.md and results.json; a rerun skips what is built.
+
+    Example: viz --home .viz-routing eval routing --out bench/results/routing
+    """
+    from viz.eval.routing import build_hierarchy, english_texts, evaluate_routing, plan_hierarchy
+
+    settings = state(context).settings
+    for folder in (train, data):
+        if not (folder / "questions.json").is_file():
+            raise InvalidInput(f"{folder} has no questions.json; pass a QASPER-format folder")
+    english = english_texts(shared)
+    plan = plan_hierarchy(
+        train, data, english, papers_per_subdomain=papers, domain_papers=domain_papers, seed=seed
+    )
+    say = lambda text: typer.echo(text, err=True)  # noqa: E731
+    if build:
+        build_hierarchy(settings, plan, steps=steps, say=say)
+    folder = out or settings.home / "eval" / "routing"
+    results = evaluate_routing(
+        settings,
+        plan,
+        folder,
+        quality_questions=quality_questions,
+        max_tokens=max_tokens,
+        seed=seed,
+        say=say,
+    )
+    accuracy = results["accuracy"]
+    typer.echo(
+        f"top-1 routing accuracy on {results['queries']} queries: hierarchical "
+        f"{accuracy['hierarchical']:.3f}, flat {accuracy['flat']:.3f}, random "
+        f"{accuracy['random']:.3f}"
+    )
+    for name, row in results["quality"].items():
+        typer.echo(f"{name}: perplexity {row['perplexity']:.2f}, token F1 {row['token_f1']:.3f}")
+    typer.echo(f"report: {folder / 'report.md'}")
+
+
 def _numbers(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())

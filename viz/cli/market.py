@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from viz.accounts import get_account
+from viz.api import load_embedder_cached
 from viz.cli._context import session, state, table
 from viz.market.catalogue import (
     PublishRequest,
@@ -20,6 +21,8 @@ from viz.market.catalogue import (
     search_adapters,
     takedown_version,
 )
+from viz.routing.hierarchy import adapter_tree, render_tree
+from viz.routing.profiles import build_profile
 
 app = typer.Typer(
     help="Marketplace: publish, list, show, search, take down.\n\n"
@@ -70,7 +73,28 @@ def publish(
             database, settings.blobs_dir, settings.models_dir, folder, request, owner=owner
         )
         _print_report(json.loads(report.to_json()))
+        build_profile(database, published, settings.blobs_dir, load_embedder_cached())
+        typer.echo(f"domain profile: {published.profile_source}")
         typer.echo(f"published {name}@{version}: {published.status}")
+
+
+@app.command("tree")
+def tree(
+    context: typer.Context,
+    base: str | None = typer.Argument(None, help="Base id (default: the configured base)"),
+    account: str | None = typer.Option(None, help="Also show this account's private adapters"),
+) -> None:
+    """Draw the hierarchy of adapters over a base: language -> domain -> sub-domain.
+
+    Example: viz market tree smollm2-135m-instruct
+    """
+    from viz.models import get_base_model
+
+    settings = state(context).settings
+    with session(context) as database:
+        record = get_base_model(database, base or settings.default_base_model)
+        caller = get_account(database, account) if account else None
+        typer.echo(render_tree(record.id, adapter_tree(database, record.id, caller=caller)))
 
 
 @app.command("list")

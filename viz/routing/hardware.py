@@ -8,6 +8,7 @@ declared by numbers:
     parse_hardware("laptop-16gb")
     parse_hardware("ram=4GB")                 # cores default to 4
     parse_hardware("gpu=24GB,ram=64GB,cores=16")
+    parse_hardware("ram=8GB,bw=20GB")         # memory bandwidth 20 GB/s
 
 Sizes take B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024); a bare
 number is bytes. `budget_bytes` is what a model may use: 90% of a GPU's memory, or 75% of RAM
@@ -44,13 +45,16 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Hardware:
-    """A machine: CPU cores, RAM bytes, and its GPU (name and memory bytes; none if 0)."""
+    """A machine: CPU cores, RAM bytes, its GPU (name and memory bytes; none if 0), and the
+    memory bandwidth of the device that runs the model (GB/s; 0 = unknown, measured by
+    `viz recommend --calibrate` on this machine, assumed elsewhere)."""
 
     name: str
     cpu_cores: int
     ram_bytes: int
     gpu_name: str | None = None
     gpu_bytes: int = 0
+    bandwidth_gbs: float = 0.0
 
     @property
     def device(self) -> str:
@@ -75,15 +79,17 @@ class Hardware:
 PRESETS: dict[str, Hardware] = {
     h.name: h
     for h in [
-        Hardware("raspberry-pi-4gb", 4, 4 * GIB),
-        Hardware("laptop-8gb", 8, 8 * GIB),
-        Hardware("laptop-16gb", 8, 16 * GIB),
-        Hardware("workstation-64gb", 16, 64 * GIB),
-        Hardware("t4-16gb", 8, 32 * GIB, "NVIDIA T4", 16 * GIB),
-        Hardware("rtx4090-24gb", 16, 64 * GIB, "NVIDIA GeForce RTX 4090", 24 * GIB),
-        Hardware("a100-40gb", 32, 256 * GIB, "NVIDIA A100 40GB", 40 * GIB),
-        Hardware("a100-80gb", 32, 512 * GIB, "NVIDIA A100 80GB", 80 * GIB),
-        Hardware("h100-80gb", 32, 512 * GIB, "NVIDIA H100 80GB", 80 * GIB),
+        # Bandwidths: vendor figures for the GPUs (T4 320 GB/s ... H100 SXM 3,350 GB/s);
+        # for the CPUs, typical copy bandwidths of LPDDR4 (Pi 4), dual- and quad-channel DDR4/5.
+        Hardware("raspberry-pi-4gb", 4, 4 * GIB, bandwidth_gbs=4),
+        Hardware("laptop-8gb", 8, 8 * GIB, bandwidth_gbs=20),
+        Hardware("laptop-16gb", 8, 16 * GIB, bandwidth_gbs=35),
+        Hardware("workstation-64gb", 16, 64 * GIB, bandwidth_gbs=70),
+        Hardware("t4-16gb", 8, 32 * GIB, "NVIDIA T4", 16 * GIB, 320),
+        Hardware("rtx4090-24gb", 16, 64 * GIB, "NVIDIA GeForce RTX 4090", 24 * GIB, 1008),
+        Hardware("a100-40gb", 32, 256 * GIB, "NVIDIA A100 40GB", 40 * GIB, 1555),
+        Hardware("a100-80gb", 32, 512 * GIB, "NVIDIA A100 80GB", 80 * GIB, 2039),
+        Hardware("h100-80gb", 32, 512 * GIB, "NVIDIA H100 80GB", 80 * GIB, 3350),
     ]
 }
 
@@ -131,12 +137,14 @@ def parse_hardware(spec: str) -> Hardware:
                 hardware = replace(hardware, ram_bytes=parse_size(value))
             elif key == "gpu":
                 hardware = replace(hardware, gpu_bytes=parse_size(value), gpu_name="declared")
+            elif key in ("bw", "bandwidth"):
+                hardware = replace(hardware, bandwidth_gbs=parse_size(value) / GB)
             elif key == "cores":
                 if not value.strip().isdigit() or not 1 <= int(value) <= 4096:
                     raise InvalidInput(f"cores {value!r} must be a whole number 1..4096")
                 hardware = replace(hardware, cpu_cores=int(value))
             else:
-                raise InvalidInput(f"unknown key {key!r}: use ram, gpu or cores")
+                raise InvalidInput(f"unknown key {key!r}: use ram, gpu, cores or bw (GB/s)")
         except InvalidInput as error:
             problems.append(error.message)
     if not hardware.ram_bytes and not hardware.gpu_bytes:

@@ -8,7 +8,8 @@ Grammar (whitespace is not allowed):
 
 `qasper-nlp` is the newest approved version at weight 1; `qasper-nlp@1.0.0:0.7+mt:0.5` applies two
 adapters with weights 0.7 and 0.5 to every token, without merging them. A bare name that is a
-registered base id means that base alone. `auto` is the recommender's (not built yet).
+registered base id means that base alone. `auto` asks the recommender (`viz.routing.recommend`)
+to choose the base precision and the adapter chain for the request.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class ModelRef:
     terms: tuple[Term, ...]
 
     @property
+    def auto(self) -> bool:
+        return self.text == "auto"
+
+    @property
     def single_name(self) -> str | None:
         """The name when `model` is one bare word (a base id or an adapter at weight 1)."""
         if (
@@ -58,13 +63,10 @@ def parse_model(text: str) -> ModelRef:
     """Parse `model` (see the module docstring).
 
     Raises:
-        InvalidInput: `auto`, an empty or malformed name, a bad weight, too many terms.
+        InvalidInput: an empty or malformed name, a bad weight, too many terms.
     """
     if text == "auto":
-        raise InvalidInput(
-            "model 'auto' (the recommender choosing a chain) is not available yet; name a base "
-            "or adapters, e.g. 'qasper-nlp' or 'qasper-nlp:0.7+mt:0.5'"
-        )
+        return ModelRef(text, ())
     if not text or not isinstance(text, str):
         raise InvalidInput("model is empty; name a base id, an adapter or a composition")
     parts = text.split("+")

@@ -55,6 +55,8 @@ from viz.ledger.metering import reservation_state
 from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
 from viz.models.loading import load_model
 from viz.models.registry import get_base_model
+from viz.routing.hardware import Hardware, detect_hardware, parse_hardware
+from viz.routing.recommend import QUERY_CHARS_MAX, RouteRequest
 from viz.serving.adapter_ref import parse_model
 from viz.serving.adapter_slots import AdapterSlots
 from viz.serving.engine import Engine, Job
@@ -81,9 +83,19 @@ class Message(Schema):
     content: str
 
 
+class RouteOptions(Schema):
+    """With `model: "auto"`: what the recommender sizes the choice to (see viz.routing)."""
+
+    hardware: str | None = Field(default=None, max_length=200)  # default: the server's
+    budget: int | None = Field(default=None, ge=0)  # micro-units per 1k tokens, in or out
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    context_tokens: int = Field(default=2048, ge=1, le=1_048_576)
+
+
 class VizOptions(Schema):
     parents: bool = True
     rag: RagOptions | None = None
+    route: RouteOptions | None = None
 
 
 class StreamOptions(Schema):
@@ -127,6 +139,7 @@ class Server:
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     retriever: Retriever = field(init=False)
+    hardware: Hardware = field(default_factory=detect_hardware)
 
     def __post_init__(self) -> None:
         self.retriever = Retriever(self.settings, self.database)
@@ -208,6 +221,7 @@ class Call:
     options: GenerationSettings
     n: int
     grounding: Grounding | None = None
+    route: dict[str, Any] | None = None
     jobs: list[Job] = field(default_factory=list)
     reserved: bool = False
     settled: bool = False
@@ -380,6 +394,19 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
                 }
                 for base in session.scalars(select(BaseModel).order_by(BaseModel.id))
             ]
+            data.append(
+                {
+                    "id": "auto",
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "viz",
+                    "viz": {
+                        "kind": "recommender",
+                        "about": "chooses the base precision and adapter chain per request; "
+                        "size it with viz.route (hardware, budget, max_latency_ms)",
+                    },
+                }
+            )
             rows = session.execute(
                 select(AdapterVersion, Adapter, Account.name)
                 .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
@@ -519,7 +546,20 @@ def _begin(
             if isinstance(found, dict):
                 return found
             request_id = request.state.request_id = found
-        resolved = resolve(session, parse_model(body.model), account, parents=body.viz.parents)
+        ref = parse_model(body.model)
+        route = None
+        if ref.auto:
+            route = _route(server, session, body, account, messages, prompt, max_tokens)
+            ref = parse_model(route["model"])
+        elif body.viz.route is not None:
+            raise InvalidInput('viz.route goes with model "auto"; drop it or ask for "auto"')
+        resolved = resolve(
+            session,
+            ref,
+            account,
+            parents=body.viz.parents,
+            precision=route["precision"] if route else None,
+        )
         session.flush()
         session.expunge(account)
     engine = server.engine(resolved.base_id, resolved.precision)
@@ -534,7 +574,7 @@ def _begin(
             )
         grounding, messages = server.retriever.ground(body.viz.rag, messages)
         if not grounding.relevant:
-            return _cannot_find(request_id, resolved.model, grounding, body.stream)
+            return _cannot_find(request_id, resolved.model, grounding, route, body.stream)
     if messages is not None:
         ids = chat_prompt_ids(
             engine.tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max
@@ -544,11 +584,41 @@ def _begin(
             engine.tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max
         )
     mix = server.mix(resolved, engine)
-    call = Call(server, account, request_id, resolved, ids, options, body.n, grounding)
+    call = Call(server, account, request_id, resolved, ids, options, body.n, grounding, route)
     with session_scope(server.database) as session:
         call.reserve(session)
     call.start(engine, mix)
     return call
+
+
+def _route(
+    server: Server,
+    session: Any,
+    body: CompletionBody,
+    account: Account,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+    max_tokens: int,
+) -> dict[str, Any]:
+    """`model: "auto"`: the recommender's choice for the last user message (or the prompt)."""
+    from viz.api import recommend_route
+
+    options = body.viz.route or RouteOptions()
+    if messages is not None:
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        query = users[-1] if users else messages[-1]["content"]
+    else:
+        query = prompt or ""
+    request = RouteRequest(
+        query[-QUERY_CHARS_MAX:],
+        parse_hardware(options.hardware) if options.hardware else server.hardware,
+        budget_micro=options.budget,
+        max_latency_ms=options.max_latency_ms,
+        context_tokens=options.context_tokens,
+        reply_tokens=max_tokens,
+    )
+    found = recommend_route(session, server.settings, request, caller=account)
+    return found.to_json()
 
 
 ATTEMPTS_MAX = 20
@@ -615,7 +685,7 @@ def _collect(call: Call, kind: str) -> dict[str, Any]:
         "model": call.resolved.model,
         "choices": choices,
         "usage": _usage(call, tokens),
-        **_grounding_fields(call.grounding),
+        **_viz_fields(call.grounding, call.route),
     }
 
 
@@ -686,22 +756,34 @@ async def _stream(call: Call, kind: str, include_usage: bool) -> AsyncIterator[s
         except VizError as error:  # never lose the stream's end over a ledger refusal
             log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
             tokens = delivered
-    if call.grounding is not None:
-        yield event([], **_grounding_fields(call.grounding))
+    if call.grounding is not None or call.route is not None:
+        yield event([], **_viz_fields(call.grounding, call.route))
     if include_usage:
         yield event([], usage=_usage(call, tokens))
     yield "data: [DONE]\n\n"
 
 
-def _grounding_fields(grounding: Grounding | None) -> dict[str, Any]:
-    """`citations` (the sources the answer cites) and `viz.rag` (how they were found)."""
-    if grounding is None:
-        return {}
-    return {"citations": grounding.citations(), "viz": {"rag": grounding.summary()}}
+def _viz_fields(grounding: Grounding | None, route: dict[str, Any] | None) -> dict[str, Any]:
+    """`citations` (the sources the answer cites), `viz.rag` (how they were found) and
+    `viz.route` (what the recommender chose for `model: "auto"`, and why)."""
+    fields: dict[str, Any] = {}
+    viz: dict[str, Any] = {}
+    if grounding is not None:
+        fields["citations"] = grounding.citations()
+        viz["rag"] = grounding.summary()
+    if route is not None:
+        viz["route"] = route
+    if viz:
+        fields["viz"] = viz
+    return fields
 
 
 def _cannot_find(
-    request_id: str, model: str, grounding: Grounding, stream: bool
+    request_id: str,
+    model: str,
+    grounding: Grounding,
+    route: dict[str, Any] | None,
+    stream: bool,
 ) -> dict[str, Any] | StreamingResponse:
     """The answer when retrieval found nothing relevant: no generation, no charge."""
     from viz.rag.answer import CANNOT_FIND
@@ -722,14 +804,14 @@ def _cannot_find(
                 }
             ],
             "usage": usage,
-            **_grounding_fields(grounding),
+            **_viz_fields(grounding, route),
         }
 
     async def events() -> AsyncIterator[str]:
         for delta, reason, extra in [
             ({"role": "assistant", "content": CANNOT_FIND}, None, {}),
             ({}, "stop", {}),
-            (None, None, {**_grounding_fields(grounding), "usage": usage}),
+            (None, None, {**_viz_fields(grounding, route), "usage": usage}),
         ]:
             choices = (
                 [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": reason}]

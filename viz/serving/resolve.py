@@ -58,11 +58,21 @@ class Resolved:
         return tuple(AdapterUse(u.name, u.version, repr(u.weight)) for u in self.uses)
 
 
-def resolve(session: Session, ref: ModelRef, caller: Account, *, parents: bool = True) -> Resolved:
-    """See the module docstring."""
+def resolve(
+    session: Session,
+    ref: ModelRef,
+    caller: Account,
+    *,
+    parents: bool = True,
+    precision: str | None = None,
+) -> Resolved:
+    """See the module docstring; `precision` serves the adapters on that base variant instead
+    of the one they were trained on (the recommender's choice)."""
+    if ref.auto:
+        raise InvalidInput("model 'auto' is chosen by the recommender (viz.routing), not resolved")
     name = ref.single_name
     if name is not None and session.get(BaseModel, name) is not None:
-        return Resolved(name, "fp32", ())
+        return Resolved(name, precision or "fp32", ())
     uses: list[Use] = []
     bases = set()
     precisions = set()
@@ -80,6 +90,8 @@ def resolve(session: Session, ref: ModelRef, caller: Account, *, parents: bool =
         precisions.add(_precision(version))
     if len(bases) > 1:
         raise InvalidInput(f"model {ref.text!r} mixes adapters of bases {sorted(bases)}")
+    if precision is not None:
+        precisions = {precision}
     if len(precisions) > 1:
         raise InvalidInput(
             f"model {ref.text!r} mixes adapters trained on {sorted(precisions)} bases; "

@@ -203,6 +203,9 @@ class AdapterVersion(Base):
     update_norm: Mapped[float] = mapped_column(Float)
     sketch: Mapped[bytes] = mapped_column(LargeBinary)
     screening_json: Mapped[str] = mapped_column(Text)
+    # The domain profile (viz.routing.profiles): a unit float32 vector, and what it came from.
+    profile: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    profile_source: Mapped[str] = mapped_column(Text, default="", server_default="")
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
     adapter: Mapped[Adapter] = relationship(back_populates="versions")
