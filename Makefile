@@ -53,6 +53,7 @@ bench: $(STAMP)
 		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/python bench/ledger.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/rag.py
+	$(BIN)/python bench/routing.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -91,7 +91,7 @@ def test_the_split_is_by_whole_document(sqlite_engine, tmp_path, tokenizer) -> N
             held_out_fraction=0.3,
             context_length=8192,
         )
-    with pytest.raises(InvalidInput, match="at least 2"):
+    with pytest.raises(InvalidInput, match="at least 2.*--held-out 0"):
         build_training_set(
             documents[:1],
             tmp_path,
@@ -101,6 +101,16 @@ def test_the_split_is_by_whole_document(sqlite_engine, tmp_path, tokenizer) -> N
             held_out_fraction=0.3,
             context_length=8192,
         )
+    alone = build_training_set(  # one document, nothing held out: trained, not evaluated
+        documents[:1],
+        tmp_path,
+        tokenizer,
+        sequence_length=64,
+        overlap=8,
+        held_out_fraction=0,
+        context_length=8192,
+    )
+    assert len(alone.train) == 1 and alone.held_out == () and alone.held_out_windows() == []
 
 
 def test_a_bad_config_names_every_problem() -> None:

@@ -52,7 +52,9 @@ def train(
     batch_size: int = typer.Option(4, help="Windows per step"),
     sequence_length: int = typer.Option(128, help="Tokens per window"),
     overlap: int = typer.Option(16, help="Tokens shared by consecutive windows"),
-    held_out: float = typer.Option(0.25, help="Fraction of documents held out for evaluation"),
+    held_out: float = typer.Option(
+        0.25, help="Fraction of documents held out for evaluation (0: none, no evaluation)"
+    ),
     seed: int = typer.Option(0, help="Random seed (same seed, same adapter)"),
     checkpoint_every: int = typer.Option(10, help="Save a resumable checkpoint every N steps"),
     optimizer: str = typer.Option(
@@ -197,8 +199,8 @@ def list_(context: typer.Context) -> None:
                 manifest["base"]["id"],
                 manifest["method"],
                 ",".join(manifest["licences"]),
-                f"{metrics['held_out_perplexity_base']:.2f} -> "
-                f"{metrics['held_out_perplexity_adapter']:.2f}",
+                f"{_number(metrics['held_out_perplexity_base'], 2)} -> "
+                f"{_number(metrics['held_out_perplexity_adapter'], 2)}",
             ]
         )
     typer.echo(
@@ -208,13 +210,18 @@ def list_(context: typer.Context) -> None:
     )
 
 
+def _number(value: float, places: int = 3) -> str:
+    """A metric, or '-' for one not measured (NaN: no held-out documents)."""
+    return "-" if value != value else f"{value:.{places}f}"
+
+
 def _print_metrics(metrics: dict[str, float]) -> None:
     rows = [
         [
             "held-out documents",
-            f"{metrics['held_out_perplexity_base']:.3f}",
-            f"{metrics['held_out_perplexity_adapter']:.3f}",
-            f"{metrics['held_out_perplexity_adapter'] / metrics['held_out_perplexity_base']:.3f}",
+            _number(metrics["held_out_perplexity_base"]),
+            _number(metrics["held_out_perplexity_adapter"]),
+            _number(metrics["held_out_perplexity_adapter"] / metrics["held_out_perplexity_base"]),
         ],
         [
             "general sample",

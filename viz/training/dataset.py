@@ -143,12 +143,14 @@ def build_training_set(
         problems.append(
             f"overlap {overlap} must be >= 0 and below the sequence length {sequence_length}"
         )
-    if not 0.0 < held_out_fraction < 1.0:
-        problems.append(f"held-out fraction {held_out_fraction} must be between 0 and 1")
-    if len(documents) < 2:
+    if not 0.0 <= held_out_fraction < 1.0:
+        problems.append(
+            f"held-out fraction {held_out_fraction} must be 0 (no evaluation) or between 0 and 1"
+        )
+    if held_out_fraction > 0 and len(documents) < 2:
         problems.append(
             f"{len(documents)} document(s) selected; at least 2 are needed so whole "
-            "documents can be held out for evaluation"
+            "documents can be held out for evaluation (or train with --held-out 0)"
         )
     if problems:
         raise InvalidInput("; ".join(problems))
@@ -157,8 +159,8 @@ def build_training_set(
         tokenise_document(d, blobs_dir, tokenizer, sequence_length, overlap) for d in documents
     ]
     tokenised.sort(key=lambda d: d.sha256)
-    held_out_count = max(1, round(len(tokenised) * held_out_fraction))
-    step = len(tokenised) / held_out_count
+    held_out_count = max(1, round(len(tokenised) * held_out_fraction)) if held_out_fraction else 0
+    step = len(tokenised) / max(held_out_count, 1)
     held_out_indexes = {int(i * step) for i in range(held_out_count)}
     train = tuple(d for i, d in enumerate(tokenised) if i not in held_out_indexes)
     held_out = tuple(d for i, d in enumerate(tokenised) if i in held_out_indexes)
