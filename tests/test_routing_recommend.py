@@ -221,7 +221,11 @@ def test_every_preset_gets_a_variant_that_fits_its_memory(world, preset) -> None
 
 
 def test_a_budget_shortens_the_chain_and_a_latency_limit_is_kept(world) -> None:
-    assert world.recommend(budget_micro=100).choice.model == "english@1.0.0:1+nlp-research@1.0.0:1"
+    cheaper = world.recommend(budget_micro=100)
+    assert cheaper.choice.model == "english@1.0.0:1+nlp-research@1.0.0:1"
+    assert "chain: cut to 2 of the 3 matched levels; the whole chain costs 180" in "".join(
+        cheaper.why
+    )
     assert world.recommend(budget_micro=0).choice.chain == ()
     unhurried = world.recommend(reply_tokens=100)
     fast = world.recommend(max_latency_ms=1800, reply_tokens=100)

@@ -309,7 +309,7 @@ def recommend(
         best_match,
         request.hardware,
         request,
-        _why(choice, alternatives, best_match, request),
+        _why(choice, alternatives, best_match, request, options),
     )
 
 
@@ -378,7 +378,11 @@ def _fitting(options: list[Option], request: RouteRequest) -> list[Option]:
 
 
 def _why(
-    choice: Option, alternatives: tuple[Option, ...], match: Match, request: RouteRequest
+    choice: Option,
+    alternatives: tuple[Option, ...],
+    match: Match,
+    request: RouteRequest,
+    options: list[Option],
 ) -> tuple[str, ...]:
     lines = []
     for level, scores in match.scores:
@@ -386,6 +390,23 @@ def _why(
         lines.append(f"domain, {level} level: {shown}")
     lines.append(f"domain: {match.stopped}")
     hardware = request.hardware
+    if len(choice.chain) < len(match.path):
+        deeper = [o for o in options if len(o.chain) == len(match.path)]
+        cut = []
+        if all(o.footprint.total > hardware.budget_bytes for o in deeper):
+            cut.append(f"needs at least {_mb(min(o.footprint.total for o in deeper))}")
+        if request.budget_micro is not None:
+            cheapest = min(o.price_micro for o in deeper)
+            if cheapest > request.budget_micro:
+                cut.append(f"costs {cheapest} per 1k > budget {request.budget_micro}")
+        if request.max_latency_ms is not None:
+            quickest = min(o.latency_ms for o in deeper)
+            if quickest > request.max_latency_ms:
+                cut.append(f"needs ~{quickest:.0f} ms > limit {request.max_latency_ms:g} ms")
+        lines.append(
+            f"chain: cut to {len(choice.chain)} of the {len(match.path)} matched levels; the "
+            f"whole chain {' and '.join(cut) or 'ranks lower'}"
+        )
     lines.append(
         f"memory: {_mb(choice.footprint.total)} (weights {_mb(choice.footprint.weights)}, KV "
         f"cache {_mb(choice.footprint.kv_cache)} for {request.context_tokens} tokens, adapters "
@@ -403,10 +424,14 @@ def _why(
     )
     for alternative in alternatives:
         reasons = []
-        if alternative.footprint.total < choice.footprint.total:
-            reasons.append(f"smaller ({_mb(alternative.footprint.total)})")
-        if alternative.speed.seconds_per_token < choice.speed.seconds_per_token:
-            reasons.append(f"faster ({alternative.speed.tokens_per_second:.1f} tokens/s)")
+        size = _mb(alternative.footprint.total)
+        if alternative.footprint.total != choice.footprint.total:
+            smaller = alternative.footprint.total < choice.footprint.total
+            reasons.append(f"{'smaller' if smaller else 'larger'} ({size})")
+        rate = f"{alternative.speed.tokens_per_second:.1f} tokens/s"
+        if alternative.speed.seconds_per_token != choice.speed.seconds_per_token:
+            faster = alternative.speed.seconds_per_token < choice.speed.seconds_per_token
+            reasons.append(f"{'faster' if faster else 'slower'} ({rate})")
         if alternative.price_micro < choice.price_micro:
             reasons.append(f"cheaper ({alternative.price_micro} per 1k)")
         if len(alternative.chain) < len(choice.chain):
