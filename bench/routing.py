@@ -39,6 +39,7 @@ from viz.routing.speed import (  # noqa: E402
     calibrate,
     estimate_speed,
     load_calibration,
+    random_adapter,
 )
 
 QUERIES = [
@@ -98,7 +99,7 @@ def main() -> None:
         current: list[LoraBatch | None] = [None]
         handles = install_hooks(model, current)
         for adapters in (0, 3):
-            mix = [(_random_adapter(model, i), 1.0) for i in range(adapters)]
+            mix = [(random_adapter(model, i), 1.0) for i in range(adapters)]
             current[0] = LoraBatch.for_rows([mix]) if mix else None
             measured_s = _seconds_per_token(model)
             predicted = estimate_speed(here, precision, weights, adapters, calibration)
@@ -113,19 +114,6 @@ def main() -> None:
         for handle in handles:
             handle.remove()
     _recommend_latency(settings)
-
-
-def _random_adapter(model, seed: int):  # type: ignore[no-untyped-def]
-    from viz.serving.loaded_adapter import LoadedAdapter
-
-    generator = torch.Generator().manual_seed(seed)
-    modules = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
-            a = torch.randn(8, module.in_features, generator=generator) * 0.01
-            b = torch.randn(module.out_features, 8, generator=generator) * 0.01
-            modules[name] = (a, b)
-    return LoadedAdapter(seed, f"random-{seed}", 8, 2.0, modules, 0)
 
 
 def _recommend_latency(settings: Settings) -> None:

@@ -33,6 +33,7 @@ from viz.store import open_database, session_scope
 from viz.store.schema import Adapter, AdapterTag, AdapterVersion, Document, UsageEvent
 
 BASE = "smollm2-135m-instruct"
+CHAIN = "english@1.0.0:0.25+nlp-research@1.0.0:0.5+translation@1.0.0:1"
 MT_QUESTION = "How is BLEU computed for the German-English neural machine translation model?"
 HIERARCHY = [  # name, parent, description, tags
     ("english", None, "general English prose and everyday writing", ("english",)),
@@ -192,8 +193,10 @@ def test_a_translation_question_is_routed_to_the_translation_chain(world) -> Non
         "nlp-research",
         "translation",
     ]
-    assert found.choice.model == "english@1.0.0:1+nlp-research@1.0.0:1+translation@1.0.0:1"
-    assert found.choice.price_in_micro == 10 + 20 + 30 and found.choice.price_out_micro == 180
+    assert found.choice.model == CHAIN  # the deepest level at 1, halving upwards
+    assert [level.weight for level in found.choice.chain] == [0.25, 0.5, 1.0]
+    # 10 x 0.25 + 20 x 0.5 + 30 = 42.5 in, 30 x 0.25 + 60 x 0.5 + 90 = 127.5 out: rounded up
+    assert found.choice.price_in_micro == 43 and found.choice.price_out_micro == 128
     assert any(line.startswith("domain, sub-domain level: translation") for line in found.why)
 
 
@@ -222,8 +225,8 @@ def test_every_preset_gets_a_variant_that_fits_its_memory(world, preset) -> None
 
 def test_a_budget_shortens_the_chain_and_a_latency_limit_is_kept(world) -> None:
     cheaper = world.recommend(budget_micro=100)
-    assert cheaper.choice.model == "english@1.0.0:1+nlp-research@1.0.0:1"
-    assert "chain: cut to 2 of the 3 matched levels; the whole chain costs 180" in "".join(
+    assert cheaper.choice.model == "english@1.0.0:0.5+nlp-research@1.0.0:1"
+    assert "chain: cut to 2 of the 3 matched levels; the whole chain costs 128" in "".join(
         cheaper.why
     )
     assert world.recommend(budget_micro=0).choice.chain == ()
@@ -301,7 +304,7 @@ def test_model_auto_in_the_api_returns_and_charges_the_chosen_chain(world) -> No
             )
 
         small, big = auto("ram=400MB"), auto("workstation-64gb")
-        assert small.model == "english@1.0.0:1+nlp-research@1.0.0:1+translation@1.0.0:1"
+        assert small.model == CHAIN
         routes = [r.model_extra["viz"]["route"] for r in (small, big)]
         assert routes[0]["precision"] == "nf4" and routes[1]["precision"] != "nf4"
         assert routes[0]["why"] and len(routes[0]["alternatives"]) == 2

@@ -43,6 +43,7 @@ from viz.config import Settings
 from viz.errors import InvalidInput
 from viz.eval.metrics import answer_scores, mean, reference_text
 from viz.eval.qasper import Question, load_questions
+from viz.routing.recommend import ANCESTOR_DECAY
 
 __all__ = [
     "SUBDOMAINS",
@@ -358,25 +359,26 @@ def evaluate_routing(
     sample = [(i, reference) for i, q in enumerate(questions) if (reference := _reference(q))]
     chooser.shuffle(sample)
     sample = sample[:quality_questions]
-    configurations = {
-        "base": lambda _r: [],
-        "auto": lambda r: r["path"],
-        "auto, last level alone": lambda r: r["path"][-1:],
-        "wrong sub-domain": lambda r: [
-            "english",
-            "nlp-research",
-            leaves[(leaves.index(r["label"]) + 1) % len(leaves)],
-        ],
+
+    def wrong(r: dict[str, Any]) -> list[str]:
+        return ["english", "nlp-research", leaves[(leaves.index(r["label"]) + 1) % len(leaves)]]
+
+    configurations: dict[str, Any] = {  # name -> (chain of a routed query, weights)
+        "base": (lambda _r: [], None),
+        "auto (weights 0.25 / 0.5 / 1)": (lambda r: r["path"], _decayed),
+        "auto, every level at 1": (lambda r: r["path"], lambda n: [1.0] * n),
+        "auto, last level alone": (lambda r: r["path"][-1:], _decayed),
+        "wrong sub-domain (0.25 / 0.5 / 1)": (wrong, _decayed),
     }
     quality: dict[str, dict[str, list[float]]] = {c: {"nll": [], "f1": []} for c in configurations}
     for done, (index, reference) in enumerate(sample, 1):
         question = questions[index]
         messages = [{"role": "user", "content": question.question}]
-        for name, chain_of in configurations.items():
+        for name, (chain_of, weights_of) in configurations.items():
             chain = chain_of(routed[index])
-            current[0] = (
-                LoraBatch.for_rows([[(adapters[a], 1.0) for a in chain]]) if chain else None
-            )
+            weights = weights_of(len(chain)) if chain else []
+            mix = [(adapters[a], w) for a, w in zip(chain, weights, strict=True)]
+            current[0] = LoraBatch.for_rows([mix]) if mix else None
             quality[name]["nll"].append(_answer_nll(model, tokenizer, messages, reference))
             stream = generate_text(
                 model, tokenizer, messages, GenerationSettings(max_tokens=max_tokens)
@@ -428,6 +430,11 @@ def _answer_nll(model: Any, tokenizer: Any, messages: list[dict[str, str]], answ
     with torch.inference_mode():
         logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
     return float(torch.nn.functional.cross_entropy(logits, torch.tensor(reply)))
+
+
+def _decayed(n: int) -> list[float]:
+    """The recommender's per-level weights for a chain of `n` levels (deepest 1, halving up)."""
+    return [ANCESTOR_DECAY ** (n - 1 - i) for i in range(n)]
 
 
 def _reference(question: Question) -> str | None:

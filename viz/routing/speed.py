@@ -9,7 +9,8 @@ Decoding one token reads every weight once, so it is bound by memory bandwidth:
 - the copy bandwidth (a 256 MB tensor copied, best of 5);
 - seconds per token of the default base in each precision (batch 1, greedy, KV cache, 32
   tokens after a short prompt), which gives each precision's efficiency on this CPU;
-- the overhead of one adapter (a rank-8 LoRA on every linear layer, through PEFT).
+- the overhead of one adapter (a rank-8 LoRA on every linear layer, applied through the same
+  forward hooks `viz serve` uses).
 
 On the calibrated machine the measured figures are used as they are; another CPU is estimated
 from its bandwidth and the efficiencies measured here; a GPU from its bandwidth and
@@ -220,11 +221,31 @@ def _seconds_per_token(model: Any) -> float:
 
 
 def _adapter_overhead(model: Any, base_seconds: float) -> float:
-    from peft import LoraConfig, get_peft_model
+    """Extra time per token of one rank-8 LoRA on every linear layer, applied the way `viz
+    serve` applies adapters (the multi-LoRA forward hooks)."""
+    from viz.serving.multi_lora import LoraBatch, install_hooks
 
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
-    with_adapter = get_peft_model(model, config)
-    with_adapter.eval()
-    seconds = _seconds_per_token(with_adapter)
-    with_adapter.unload()
+    current: list[LoraBatch | None] = [LoraBatch.for_rows([[(random_adapter(model, 0), 1.0)]])]
+    handles = install_hooks(model, current)
+    try:
+        seconds = _seconds_per_token(model)
+    finally:
+        for handle in handles:
+            handle.remove()
     return max(0.0, seconds / base_seconds - 1)
+
+
+def random_adapter(model: Any, seed: int, rank: int = 8) -> Any:
+    """A random rank-`rank` LoRA on every linear layer of `model` (but the head), for timing."""
+    import torch
+
+    from viz.serving.loaded_adapter import LoadedAdapter
+
+    generator = torch.Generator().manual_seed(seed)
+    modules = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
+            a = torch.randn(rank, module.in_features, generator=generator) * 0.01
+            b = torch.randn(module.out_features, rank, generator=generator) * 0.01
+            modules[name] = (a, b)
+    return LoadedAdapter(-1 - seed, f"random-{seed}", rank, 2.0, modules, 0)
