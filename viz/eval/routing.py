@@ -21,7 +21,8 @@ is reported), of flat routing (the best-scoring sub-domain adapter, no tree), an
 routing (1 / number of sub-domains, and a seeded draw). **Answer quality** on a sample: the
 perplexity of the reference answer after the question, and the token F1 of a greedy answer, for
 the base alone, the chain the hierarchical walk chose (auto), its last level alone (what the
-chain's upper levels add), and the chain ending in a wrong sub-domain (the next one in
+chain's upper levels add; weights as the recommender sets them, and every level at 1), and the
+full chain ending in the query's own sub-domain (an oracle) or in a wrong one (the next in
 SUBDOMAINS order). A sweep of the walk's confidence thresholds shows coverage against precision.
 
 Training windows are 128 tokens, 4 per step, LoRA rank 8 on every linear layer of the bf16 base.
@@ -368,6 +369,10 @@ def evaluate_routing(
         "auto (weights 0.25 / 0.5 / 1)": (lambda r: r["path"], _decayed),
         "auto, every level at 1": (lambda r: r["path"], lambda n: [1.0] * n),
         "auto, last level alone": (lambda r: r["path"][-1:], _decayed),
+        "right sub-domain, oracle (0.25 / 0.5 / 1)": (
+            lambda r: ["english", "nlp-research", r["label"]],
+            _decayed,
+        ),
         "wrong sub-domain (0.25 / 0.5 / 1)": (wrong, _decayed),
     }
     quality: dict[str, dict[str, list[float]]] = {c: {"nll": [], "f1": []} for c in configurations}
