@@ -262,7 +262,8 @@ def test_speed_is_measured_here_and_scaled_elsewhere(world, smollm2_record, tmp_
     assert speed.seconds_per_token == pytest.approx(measured.seconds_per_token["fp32"])
     chained = estimate_speed(here, "fp32", weights, 3, measured)
     assert chained.seconds_per_token >= speed.seconds_per_token
-    synthetic = Calibration("m", "d", 10.0, {"fp32": 10**9}, {"fp32": 0.5}, 0.1, "now")
+    assert set(measured.adapter_overhead) == {"fp32"}
+    synthetic = Calibration("m", "d", 10.0, {"fp32": 10**9}, {"fp32": 0.5}, {"fp32": 0.1}, "now")
     slow = estimate_speed(parse_hardware("ram=8GB,bw=5GB"), "fp32", 10**9, 0, synthetic)
     quick = estimate_speed(parse_hardware("ram=8GB,bw=20GB"), "fp32", 10**9, 0, synthetic)
     assert slow.seconds_per_token == pytest.approx(

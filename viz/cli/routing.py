@@ -65,7 +65,8 @@ def recommend(
             + ", ".join(
                 f"{p} {1 / s:.1f} tokens/s" for p, s in calibration.seconds_per_token.items()
             )
-            + f"; +{calibration.adapter_overhead:.0%} per adapter",
+            + "; per adapter: "
+            + ", ".join(f"{p} +{o:.0%}" for p, o in calibration.adapter_overhead.items()),
             err=True,
         )
         if not query:

@@ -9,8 +9,8 @@ Decoding one token reads every weight once, so it is bound by memory bandwidth:
 - the copy bandwidth (a 256 MB tensor copied, best of 5);
 - seconds per token of the default base in each precision (batch 1, greedy, KV cache, 32
   tokens after a short prompt), which gives each precision's efficiency on this CPU;
-- the overhead of one adapter (a rank-8 LoRA on every linear layer, applied through the same
-  forward hooks `viz serve` uses).
+- the overhead of one adapter in each precision (a rank-8 LoRA on every linear layer, applied
+  through the same forward hooks `viz serve` uses).
 
 On the calibrated machine the measured figures are used as they are; another CPU is estimated
 from its bandwidth and the efficiencies measured here; a GPU from its bandwidth and
@@ -59,7 +59,7 @@ class Calibration:
     bandwidth_gbs: float
     weight_bytes: dict[str, int]
     seconds_per_token: dict[str, float]
-    adapter_overhead: float
+    adapter_overhead: dict[str, float]  # per precision: extra time of one adapter, as a share
     measured_at: str
     library_versions: dict[str, str] = field(default_factory=dict)
 
@@ -98,11 +98,15 @@ def calibration_path(home: Path, machine: str | None = None) -> Path:
 
 
 def load_calibration(home: Path) -> Calibration | None:
-    """This machine's cached calibration, or None."""
+    """This machine's cached calibration, or None (also for one written by an older Viz: run
+    `viz recommend --calibrate` again)."""
     path = calibration_path(home)
     try:
-        return Calibration(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        data = json.loads(path.read_text())
+        if not isinstance(data.get("adapter_overhead"), dict):
+            return None
+        return Calibration(**data)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
@@ -114,10 +118,14 @@ def estimate_speed(
     calibration: Calibration | None,
 ) -> Speed:
     """Seconds per token for `weight_bytes` of `precision` weights with `adapters` applied."""
-    overhead = calibration.adapter_overhead if calibration else DEFAULT_ADAPTER_OVERHEAD
-    factor = 1 + adapters * overhead
     if calibration is not None and precision not in calibration.seconds_per_token:
         calibration = None  # not measured in this precision
+    overhead = (
+        calibration.adapter_overhead.get(precision, DEFAULT_ADAPTER_OVERHEAD)
+        if calibration
+        else DEFAULT_ADAPTER_OVERHEAD
+    )
+    factor = 1 + adapters * overhead
     here = calibration is not None and hardware.name == "detected"
     if here and calibration is not None and hardware.gpu_bytes == 0:
         scale = weight_bytes / calibration.weight_bytes[precision]
@@ -163,15 +171,14 @@ def calibrate(
     bandwidth = _copy_bandwidth_gbs()
     seconds: dict[str, float] = {}
     weights: dict[str, int] = {}
-    overhead = DEFAULT_ADAPTER_OVERHEAD
+    overhead: dict[str, float] = {}
     for precision in precisions:
         say(f"{record.id} {precision}: {CALIBRATION_TOKENS} tokens")
         loaded = load_model(record, models_dir, precision=precision)
         weights[precision] = measured_bytes(loaded.model)
         seconds[precision] = _seconds_per_token(loaded.model)
-        if precision == "fp32":
-            say(f"{record.id} fp32 with one rank-8 LoRA on every linear layer")
-            overhead = _adapter_overhead(loaded.model, seconds[precision])
+        say(f"{record.id} {precision} with one rank-8 LoRA on every linear layer")
+        overhead[precision] = round(_adapter_overhead(loaded.model, seconds[precision]), 4)
         del loaded
     calibration = Calibration(
         machine=machine_id(hardware),
@@ -179,7 +186,7 @@ def calibrate(
         bandwidth_gbs=round(bandwidth, 2),
         weight_bytes=weights,
         seconds_per_token={p: round(s, 5) for p, s in seconds.items()},
-        adapter_overhead=round(overhead, 4),
+        adapter_overhead=overhead,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         library_versions={m: metadata.version(m) for m in ("torch", "transformers", "peft")},
     )
