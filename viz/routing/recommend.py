@@ -30,7 +30,6 @@ needs.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -261,23 +260,22 @@ def recommend(
     options: list[Option] = []
     for base in bases:
         roots = adapter_tree(session, base.id, caller=caller)
+        versions = {node.name: node.version for node in walk(roots)}
         vectors = {
-            node.version.id: profile_vector(session, node.version, settings.blobs_dir, embedder)
-            for node in walk(roots)
+            version.id: profile_vector(session, version, settings.blobs_dir, embedder)
+            for version in versions.values()
         }
         match = match_query(
             query_vector, roots, vectors, min_score=request.min_score, min_margin=request.min_margin
         )
         if best_match is None or len(match.path) > len(best_match.path):
             best_match = match
-        sizes = {n.version.id: n.version.size_bytes for n in walk(roots)}
-        prices = {n.name: n.version for n in walk(roots)}
         config, linear, other = _architecture(settings.models_dir, base)
         for depth in range(len(match.path) + 1):
             chain = _weighted(match.path[:depth])
-            adapter_bytes = sum(sizes[prices[level.name].id] for level in chain)
+            adapter_bytes = sum(versions[level.name].size_bytes for level in chain)
             price_in, price_out = _chain_price(
-                [(prices[level.name], level.weight) for level in chain]
+                [(versions[level.name], level.weight) for level in chain]
             )
             for precision in PRECISIONS:
                 footprint = footprint_bytes(
@@ -458,12 +456,14 @@ def _why(
 
 
 def _chain_price(versions: list[tuple[Any, float]]) -> tuple[int, int]:
-    weight = Fraction
+    """Micro-units for 1,000 tokens in and for 1,000 out, each rounded up as a charge is."""
     price_in = sum(
-        (adapter_value(weight(w), 1000, 0, v.price_in_micro, 0) for v, w in versions), Fraction(0)
+        (adapter_value(Fraction(w), 1000, 0, v.price_in_micro, 0) for v, w in versions),
+        Fraction(0),
     )
     price_out = sum(
-        (adapter_value(weight(w), 0, 1000, 0, v.price_out_micro) for v, w in versions), Fraction(0)
+        (adapter_value(Fraction(w), 0, 1000, 0, v.price_out_micro) for v, w in versions),
+        Fraction(0),
     )
     return math.ceil(price_in), math.ceil(price_out)
 
@@ -498,7 +498,3 @@ def _read_architecture(folder: str, _weights_sha256: str) -> tuple[Any, int, int
 
 def _mb(size: int) -> str:
     return f"{size / GB * 1000:,.0f} MB"
-
-
-def describe_json(recommendation: Recommendation) -> str:
-    return json.dumps(recommendation.to_json(), indent=2)

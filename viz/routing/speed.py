@@ -126,8 +126,7 @@ def estimate_speed(
         else DEFAULT_ADAPTER_OVERHEAD
     )
     factor = 1 + adapters * overhead
-    here = calibration is not None and hardware.name == "detected"
-    if here and calibration is not None and hardware.gpu_bytes == 0:
+    if calibration is not None and hardware.name == "detected" and hardware.gpu_bytes == 0:
         scale = weight_bytes / calibration.weight_bytes[precision]
         seconds = calibration.seconds_per_token[precision] * scale * factor
         return Speed(seconds, "measured on this machine (viz recommend --calibrate)")
@@ -137,10 +136,7 @@ def estimate_speed(
             weight_bytes / (bandwidth * 1e9 * GPU_EFFICIENCY[precision]), GPU_TOKEN_FLOOR_S
         )
         return Speed(seconds * factor, f"estimated from {bandwidth:g} GB/s GPU bandwidth")
-    bandwidth = hardware.bandwidth_gbs or (
-        calibration.bandwidth_gbs if calibration and hardware.name == "detected" else 0
-    )
-    bandwidth = bandwidth or DEFAULT_CPU_BANDWIDTH_GBS
+    bandwidth = hardware.bandwidth_gbs or DEFAULT_CPU_BANDWIDTH_GBS
     if calibration is not None:
         efficiency = calibration.efficiency(precision)
         basis = f"estimated from {bandwidth:g} GB/s and this machine's calibration"
