@@ -12,6 +12,7 @@ from viz.training import (
     TrainingConfig,
     build_training_set,
     general_windows,
+    model_context_length,
     select_documents,
     train_adapter,
 )
@@ -107,7 +108,7 @@ def train(
         sequence_length=sequence_length,
         overlap=overlap,
         held_out_fraction=held_out,
-        context_length=_context_length(folder),
+        context_length=model_context_length(folder),
     )
     typer.echo(
         f"training {name} ({method}) on {len(training_set.train)} document(s), "
@@ -237,9 +238,3 @@ def _tokenizer(folder):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)
-
-
-def _context_length(folder) -> int:  # type: ignore[no-untyped-def]
-    from transformers import AutoConfig
-
-    return int(getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048))

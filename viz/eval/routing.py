@@ -88,8 +88,8 @@ class HierarchyPlan:
 
 def subdomain_of(title: str) -> str | None:
     """The one sub-domain whose rule matches `title`; None for no match or several."""
-    hits = [name for name, rule in SUBDOMAINS.items() if re.search(rule, title, re.IGNORECASE)]
-    return hits[0] if len(hits) == 1 else None
+    group = _group(title)
+    return None if group == "none" else group
 
 
 def plan_hierarchy(
@@ -128,6 +128,7 @@ def plan_hierarchy(
 
 
 def _group(title: str) -> str | None:
+    """The sub-domain of `title`, "none" when no rule matches, None when several do."""
     hits = [name for name, rule in SUBDOMAINS.items() if re.search(rule, title, re.IGNORECASE)]
     if not hits:
         return "none"
@@ -152,7 +153,13 @@ def build_hierarchy(
     from viz.routing.profiles import build_profile
     from viz.store import open_database, session_scope
     from viz.store.schema import Adapter
-    from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
+    from viz.training import (
+        TrainingConfig,
+        build_training_set,
+        model_context_length,
+        select_documents,
+        train_adapter,
+    )
 
     database = open_database(settings.database_url_resolved)
     levels: list[tuple[str, str | None, tuple[Path, ...]]] = [
@@ -203,7 +210,7 @@ def build_hierarchy(
                 sequence_length=config.sequence_length,
                 overlap=config.overlap,
                 held_out_fraction=config.held_out_fraction,
-                context_length=8192,
+                context_length=model_context_length(folder),
             )
         out = settings.adapters_dir / name
         if not out.exists():

@@ -1,7 +1,13 @@
 """Adapters from documents: LoRA / QLoRA training with provenance manifests and evaluation."""
 
 from viz.training.config import METHODS, TrainingConfig, check_adapter_name
-from viz.training.dataset import TrainingSet, build_training_set, select_documents, windows
+from viz.training.dataset import (
+    TrainingSet,
+    build_training_set,
+    model_context_length,
+    select_documents,
+    windows,
+)
 from viz.training.evaluate import general_windows, perplexity
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
 from viz.training.trainer import TrainingResult, batch_indexes, train_adapter
@@ -18,6 +24,7 @@ __all__ = [
     "check_adapter_name",
     "general_windows",
     "model_card",
+    "model_context_length",
     "perplexity",
     "select_documents",
     "train_adapter",

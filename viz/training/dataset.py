@@ -113,6 +113,13 @@ def select_documents(
     return sorted(chosen.values(), key=lambda d: d.id)
 
 
+def model_context_length(folder: Path) -> int:
+    """The longest sequence the model in `folder` takes (its config's max_position_embeddings)."""
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048))
+
+
 def build_training_set(
     documents: list[Document],
     blobs_dir: Path,
