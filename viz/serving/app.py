@@ -759,8 +759,9 @@ async def _stream(call: Call, kind: str, include_usage: bool) -> AsyncIterator[s
         except VizError as error:  # never lose the stream's end over a ledger refusal
             log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
             tokens = delivered
-    if call.grounding is not None or call.route is not None:
-        yield event([], **_viz_fields(call.grounding, call.route))
+    extra = _viz_fields(call.grounding, call.route)
+    if extra:
+        yield event([], **extra)
     if include_usage:
         yield event([], usage=_usage(call, tokens))
     yield "data: [DONE]\n\n"
