@@ -2,7 +2,8 @@
 
 Money is an integer count of micro-units (1 unit = 1,000,000). See `transfers` for the rules a
 transfer obeys, `pricing` for how a charge is split, `metering` for usage events, `verify` for
-what `viz ledger verify` checks.
+what `viz ledger verify` checks, `shares` for the royalty shares a merged version pays its
+contributors.
 """
 
 from viz.ledger.accounts import (
@@ -39,6 +40,7 @@ from viz.ledger.payouts import (
     transfer,
     transfer_group,
 )
+from viz.ledger.shares import set_version_shares, version_shares
 from viz.ledger.statements import Entry, Statement, balances, history, resolve_codes, statement
 from viz.ledger.transfers import AMOUNT_MAX, Book, Posted, Transfer
 from viz.ledger.verify import Report, verify_ledger
@@ -77,6 +79,7 @@ __all__ = [
     "reserve",
     "resolve_codes",
     "set_credit_limit",
+    "set_version_shares",
     "settle",
     "settle_batch",
     "statement",
@@ -84,5 +87,6 @@ __all__ = [
     "transfer",
     "transfer_group",
     "verify_ledger",
+    "version_shares",
     "void_reservation",
 ]

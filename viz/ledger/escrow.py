@@ -4,17 +4,25 @@ When a counter-notice is accepted (`viz market restore`), the creator is paid wh
 when the takedown is upheld, each request's share goes back to the consumer who paid it. Every
 release is one transfer per escrowed share, with the id `release/<seq of the escrowed share>`,
 so releasing twice (or retrying after a crash) never pays anything twice.
+
+A version with royalty shares (`viz.ledger.shares`) pays its creators as it would have paid
+them when served: each escrowed share is divided by the version's shares (`pricing.split`,
+exact to the micro-unit) into one linked group, its first transfer `release/<seq>` and the others
+`release/<seq>/<n>`, so the once-only rule holds for the group as a whole.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, LedgerCorrupt
 from viz.ledger.accounts import ESCROW, consumer_code, creator_code
+from viz.ledger.pricing import BPS, split
+from viz.ledger.shares import version_shares
 from viz.ledger.transfers import Book, Transfer
 from viz.store.schema import (
     Account,
@@ -38,7 +46,8 @@ class Release:
 
 
 def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Release:
-    """Pay what `version` earned in escrow to its creator or back to the consumers.
+    """Pay what `version` earned in escrow to its creator (and contributors, by its royalty
+    shares) or back to the consumers.
 
     Raises:
         InvalidInput: an unknown destination, or a version still taken down being paid to
@@ -76,8 +85,9 @@ def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Rel
             .where(UsageEvent.request_id.in_([r for _, _, r in shares]))
         ).all()
     )
+    creators = _creators(str(owner), version_shares(session, version.id))
     codes = {ESCROW} | (
-        {creator_code(str(owner))}
+        {creator_code(name) for name, _ in creators}
         if to == "creator"
         else {consumer_code(c) for c in consumers.values()}
     )
@@ -86,33 +96,60 @@ def release_escrow(session: Session, version: AdapterVersion, *, to: str) -> Rel
     for seq, amount, request_id in shares:
         if to == "consumers" and request_id not in consumers:
             raise LedgerCorrupt(f"escrowed share {seq} names request {request_id!r}, never metered")
-        credit = (
-            creator_code(str(owner))
+        payees = (
+            _divide(amount, creators)
             if to == "creator"
-            else consumer_code(consumers[str(request_id)])
+            else [(consumer_code(consumers[str(request_id)]), amount)]
         )
         try:
-            (posted,) = book.apply(
-                [
-                    Transfer(
-                        id=f"release/{seq}",
-                        debit=ESCROW,
-                        credit=credit,
-                        amount=amount,
-                        kind="release",
-                        request_id=request_id,
-                        adapter_version_id=version.id,
-                    )
-                ]
-            )
+            posted = book.apply(_release_group(seq, request_id, version.id, payees))
         except Conflict as error:
             raise Conflict(
                 f"escrowed share {seq} was already released to someone other than the {to}; "
                 "a takedown's escrow is released once"
             ) from error
-        if posted.replayed:
+        if posted[0].replayed:
             replayed += 1
         else:
             paid += amount
     book.finish()
     return Release(len(shares) - replayed, paid, replayed)
+
+
+def _release_group(
+    seq: int, request_id: str | None, version_id: int, payees: list[tuple[str, int]]
+) -> list[Transfer]:
+    """The linked group releasing escrowed share `seq`: its first transfer's id is the same
+    whoever is paid, so a share released to one side is never released to the other."""
+    return [
+        Transfer(
+            id=f"release/{seq}" if number == 0 else f"release/{seq}/{number}",
+            debit=ESCROW,
+            credit=credit,
+            amount=part,
+            kind="release",
+            request_id=request_id,
+            adapter_version_id=version_id,
+        )
+        for number, (credit, part) in enumerate(payees)
+    ]
+
+
+def _creators(owner: str, shares: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Who the version's earnings go to, in basis points: the owner's remainder (if any) first,
+    then each contributor, the order settlement uses."""
+    remainder = BPS - sum(bps for _, bps in shares)
+    return ([(owner, remainder)] if remainder else []) + shares
+
+
+def _divide(amount: int, creators: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """`amount` divided among `creators` by basis points, to the micro-unit, zero parts left
+    out. With no shares the owner alone gets all of it."""
+    values = [Fraction(amount * bps, BPS) for _, bps in creators]
+    total, amounts, _ = split(values, fee_bps=0)
+    assert total == amount, "the basis points of an owner and contributors add up to one"
+    return [
+        (creator_code(name), part)
+        for (name, _), part in zip(creators, amounts, strict=True)
+        if part
+    ]

@@ -8,9 +8,12 @@
 Settling is one linked group of transfers: the charge moves from the consumer into `clearing`
 (by posting the request's reservation when there is one, for the actual amount, which may not
 exceed what was reserved), then out of `clearing` to each adapter's creator, each cited
-document's owner, the platform's fee, and to `escrow` for an adapter version taken down. The
-split follows `viz.ledger.pricing`. A usage event is idempotent by request id: settling it again
-with the same fields returns the first settlement; other fields are refused.
+document's owner, the platform's fee, and to `escrow` for an adapter version taken down. An
+approved version with royalty shares (`viz.ledger.shares`) pays several lines instead of one:
+each contributor its share of the version's exact value, the owner the rest, all labelled with
+the version (a taken-down version's whole value still goes to escrow as one line). The split
+follows `viz.ledger.pricing`. A usage event is idempotent by request id: settling it again with
+the same fields returns the first settlement; other fields are refused.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, NotFound, VizError
 from viz.ledger.accounts import CLEARING, ESCROW, PLATFORM, consumer_code, creator_code
-from viz.ledger.pricing import BPS, adapter_value, split
+from viz.ledger.pricing import BPS, adapter_value, share_values, split
+from viz.ledger.shares import shares_by_version
 from viz.ledger.transfers import RESOLVED_AS, Book, Posted, Transfer, insert_many
 from viz.store.schema import (
     Account,
@@ -366,6 +370,7 @@ class _VersionPrice:
     price_out_micro: int
     owner: str
     base: str
+    shares: tuple[tuple[str, int], ...] = ()  # (contributor, share_bps); the owner keeps the rest
 
 
 @dataclass
@@ -404,6 +409,10 @@ class _Catalogue:
                     versions[(name, version)] = _VersionPrice(
                         id_, status, price_in, price_out, owner, base
                     )
+            shares = shares_by_version(session, [v.id for v in versions.values()])
+            for key, found in versions.items():
+                if found.id in shares:
+                    versions[key] = replace(found, shares=shares[found.id])
         document_ids = sorted({d for u in usages for d in u.citations})
         documents = {}
         if document_ids:
@@ -423,34 +432,9 @@ def _price(usage: Usage, catalogue: _Catalogue, fee_bps: int) -> _Priced:
     values: list[Fraction] = []
     recipients: list[Line] = []
     for use in usage.composition:
-        found = catalogue.versions.get((use.adapter, use.version))
-        label = f"{use.adapter}@{use.version}"
-        if found is None:
-            raise NotFound(f"no adapter version {label} in the catalogue")
-        version = found
-        if version.base != usage.base:
-            raise InvalidInput(f"{label} adapts base {version.base!r}, not {usage.base!r}")
-        if version.status not in ("approved", "taken_down"):
-            raise InvalidInput(f"{label} is {version.status}; only approved adapters are served")
-        taken_down = version.status == "taken_down"
-        values.append(
-            adapter_value(
-                _weight(use.weight),
-                usage.tokens_in,
-                usage.tokens_out,
-                version.price_in_micro,
-                version.price_out_micro,
-            )
-        )
-        recipients.append(
-            Line(
-                account=ESCROW if taken_down else creator_code(version.owner),
-                amount=0,
-                kind="escrow" if taken_down else "royalty",
-                adapter=label,
-                adapter_version_id=version.id,
-            )
-        )
+        for value, line in _adapter_lines(usage, use, catalogue):
+            values.append(value)
+            recipients.append(line)
     for document_id in usage.citations:
         if document_id not in catalogue.documents:
             raise NotFound(f"no document {document_id} to cite")
@@ -463,6 +447,45 @@ def _price(usage: Usage, catalogue: _Catalogue, fee_bps: int) -> _Priced:
     lines = [replace(line, amount=amount) for line, amount in zip(recipients, amounts, strict=True)]
     lines.append(Line(account=PLATFORM, amount=fee, kind="fee"))
     return _Priced(charge, tuple(lines))
+
+
+def _adapter_lines(
+    usage: Usage, use: AdapterUse, catalogue: _Catalogue
+) -> list[tuple[Fraction, Line]]:
+    """The exact values one adapter of the composition earns, and who earns each: its owner,
+    or escrow while it is taken down, or its owner and contributors when it has shares."""
+    label = f"{use.adapter}@{use.version}"
+    version = catalogue.versions.get((use.adapter, use.version))
+    if version is None:
+        raise NotFound(f"no adapter version {label} in the catalogue")
+    if version.base != usage.base:
+        raise InvalidInput(f"{label} adapts base {version.base!r}, not {usage.base!r}")
+    if version.status not in ("approved", "taken_down"):
+        raise InvalidInput(f"{label} is {version.status}; only approved adapters are served")
+    value = adapter_value(
+        _weight(use.weight),
+        usage.tokens_in,
+        usage.tokens_out,
+        version.price_in_micro,
+        version.price_out_micro,
+    )
+    line = Line(
+        account=creator_code(version.owner),
+        amount=0,
+        kind="royalty",
+        adapter=label,
+        adapter_version_id=version.id,
+    )
+    if version.status == "taken_down":
+        return [(value, replace(line, account=ESCROW, kind="escrow"))]
+    if not version.shares:
+        return [(value, line)]
+    owner_value, parts = share_values(value, [bps for _, bps in version.shares])
+    owner_bps = BPS - sum(bps for _, bps in version.shares)
+    lines = [(owner_value, line)] if owner_bps else []
+    for (contributor, _), part in zip(version.shares, parts, strict=True):
+        lines.append((part, replace(line, account=creator_code(contributor))))
+    return lines
 
 
 # --- usage events ---------------------------------------------------------------------------

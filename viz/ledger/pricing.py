@@ -13,6 +13,10 @@ The rule, in three steps, on exact fractions (no floats anywhere):
    (fewer than the number of shares) go one each to the largest fractional remainders, ties to
    the earlier line (composition order, then citations, then the platform). The shares add up
    to exactly T, and each is within one micro-unit of its exact value.
+
+An adapter version with royalty shares (`viz.ledger.shares`) enters step 1 as several lines:
+its exact value times each contributor's share, and the rest for its owner (`share_values`).
+Their sum is the version's value, so the charge does not change; only step 3 divides it finer.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-__all__ = ["BPS", "adapter_value", "charge_for", "split"]
+__all__ = ["BPS", "adapter_value", "charge_for", "share_values", "split"]
 
 BPS = 10_000  # basis points in one
 
@@ -30,6 +34,17 @@ def adapter_value(
 ) -> Fraction:
     """The exact micro-units an adapter applied with `weight` earns for these tokens."""
     return weight * Fraction(tokens_in * price_in + tokens_out * price_out, 1000)
+
+
+def share_values(value: Fraction, shares_bps: list[int]) -> tuple[Fraction, list[Fraction]]:
+    """Divide the exact `value` into (the owner's remainder, one part per share), exactly.
+
+    >>> share_values(Fraction(700), [3000, 2000])
+    (Fraction(350, 1), [Fraction(210, 1), Fraction(140, 1)])
+    """
+    assert sum(shares_bps) <= BPS, "shares are checked when they are set"
+    parts = [value * Fraction(bps, BPS) for bps in shares_bps]
+    return value - sum(parts, Fraction(0)), parts
 
 
 def charge_for(values: list[Fraction]) -> int:

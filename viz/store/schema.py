@@ -41,6 +41,7 @@ __all__ = [
     "LogEntry",
     "Takedown",
     "UsageEvent",
+    "VersionShare",
     "WriteLock",
     "utc_now",
 ]
@@ -209,6 +210,27 @@ class AdapterVersion(Base):
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
     adapter: Mapped[Adapter] = relationship(back_populates="versions")
+
+
+class VersionShare(Base):
+    """Part of an adapter version's royalty paid to another creator, in basis points.
+
+    A version built by merging other creators' adapters pays each contributor `share_bps` of
+    what it earns; its owner keeps the rest. Set once, before the version earns anything, and
+    never changed (like the version itself), so every micro-unit it earns follows one split.
+    """
+
+    __tablename__ = "version_shares"
+    __table_args__ = (
+        CheckConstraint("share_bps >= 1 AND share_bps <= 10000", name="share_bps_range"),
+    )
+
+    adapter_version_id: Mapped[int] = mapped_column(
+        ForeignKey("adapter_versions.id"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    share_bps: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class Takedown(Base):
