@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/routing.py
+	$(BIN)/python bench/continual.py
 
 clean:
 	rm -rf $(VENV) .viz .pytest_cache .ruff_cache

@@ -6,6 +6,7 @@ import typer
 
 from viz.accounts import get_account
 from viz.cli._context import session, state, table
+from viz.errors import InvalidInput
 from viz.models import get_base_model
 from viz.models.loading import ensure_cached, load_folder
 from viz.training import (
@@ -17,13 +18,22 @@ from viz.training import (
     train_adapter,
 )
 from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
+from viz.training.continual import (
+    DEFAULT_GUARD,
+    continual_report,
+    earlier_documents,
+    parse_guard,
+    update_adapter,
+    update_config,
+)
 from viz.training.dataset import TrainingSet, tokenise_document
 from viz.training.distributed import launch
 from viz.training.evaluate import perplexities
 from viz.training.trainer import TrainingResult
+from viz.training.transfer import TRANSFERS, transfer_start
 
 app = typer.Typer(
-    help="Adapters: train on your documents, evaluate, list.\n\n"
+    help="Adapters: train on your documents, update them, evaluate, list.\n\n"
     "Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp"
 )
 
@@ -62,6 +72,17 @@ def train(
         "auto", help="auto | adamw | paged_adamw_8bit | paged_adamw_32bit (paged needs CUDA)"
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
+    from_parent: list[str] = typer.Option(
+        [],
+        "--from-parent",
+        help="Parent chain to start from: local adapter names, most general first (repeatable)",
+    ),
+    transfer: str | None = typer.Option(
+        None,
+        help="With --from-parent: on-top (default; served after the chain), init (a copy of "
+        "the parent, served alone) or distil (KL to the chain, served alone)",
+    ),
+    distil_strength: float = typer.Option(1.0, help="Weight of the distillation loss"),
     nproc: int = typer.Option(
         1,
         help="Training processes (torchrun + DDP: gloo on CPU, nccl "
@@ -71,8 +92,21 @@ def train(
     """Train an adapter on documents you own whose ai_training permission is allowed.
 
     Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp --steps 30 --nproc 2
+
+    A sub-domain adapter can start from its parent chain:
+
+    Example: viz adapters train --name mt --account ai2 --tag mt --method lora
+    --from-parent english --from-parent qasper-nlp --transfer on-top
     """
     settings = state(context).settings
+    if transfer is not None and not from_parent:
+        raise InvalidInput(f"--transfer {transfer} needs the parent: add --from-parent NAME")
+    kind = (transfer or "on-top") if from_parent else "scratch"
+    if kind not in TRANSFERS:
+        raise InvalidInput(f"--transfer {kind!r} is not one of {', '.join(TRANSFERS[1:])}")
+    chain = [adapter_folder(settings.adapters_dir, parent) for parent in from_parent]
+    if from_parent and nproc > 1:
+        raise InvalidInput("--from-parent trains in one process; drop --nproc")
     config = TrainingConfig(
         method=method,
         base_precision=base_precision,
@@ -126,17 +160,144 @@ def train(
         adapters_dir=settings.adapters_dir,
         resume=resume,
     )
+    start = transfer_start(
+        kind, chain, base_folder=folder, precision=config.precision, strength=distil_strength
+    )
     if nproc > 1:
         launch(nproc=nproc, **arguments)  # type: ignore[arg-type]
         manifest = read_manifest(adapter_folder(settings.adapters_dir, name))
         result = TrainingResult(settings.adapters_dir / name, manifest)
     else:
-        result = train_adapter(tokenizer=tokenizer, **arguments)  # type: ignore[arg-type]
+        result = train_adapter(tokenizer=tokenizer, start=start, **arguments)  # type: ignore[arg-type]
     note = result.manifest["run"].get("optimizer_note")
     if note:
         typer.echo(f"note: {note}", err=True)
     _print_metrics(result.manifest["metrics"])
     typer.echo(f"adapter written to {result.folder}")
+
+
+@app.command("update")
+def update(
+    context: typer.Context,
+    name: str = typer.Argument(..., help="The adapter to update (a folder in the adapters dir)"),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="Name of the new version's folder (default: NAME-v2, ...)"
+    ),
+    documents: list[int] = typer.Option([], "--documents", "-d", help="New document id (repeat)"),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="All new documents with this tag"),
+    guard: str = typer.Option(
+        DEFAULT_GUARD,
+        help="Forgetting guard: naive, replay, l2, ewc, olora or a '+' mix (e.g. replay+ewc)",
+    ),
+    strength: float | None = typer.Option(
+        None, help="Penalty strength for l2 / ewc / olora (default per penalty)"
+    ),
+    replay_ratio: float = typer.Option(1.0, help="Earlier windows replayed per new window"),
+    learning_rate: float = typer.Option(1e-3, help="AdamW learning rate"),
+    steps: int = typer.Option(30, help="Optimizer steps"),
+    batch_size: int = typer.Option(4, help="Windows per step"),
+    held_out: float = typer.Option(
+        0.25, help="Fraction of the new documents held out to measure the gain (0: none)"
+    ),
+    seed: int = typer.Option(0, help="Random seed (same seed, same adapter)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted update"),
+) -> None:
+    """Train a new version of an adapter on new documents, guarding against forgetting.
+
+    The new version starts from NAME's weights with its LoRA shape; by default it replays as
+    many earlier training windows as there are new ones. It prints forgetting (perplexity
+    increase on the earlier documents) and gain (decrease on the new ones).
+
+    Example: viz adapters update qasper-nlp --documents 7 --guard replay --steps 30
+    """
+    settings = state(context).settings
+    previous = adapter_folder(settings.adapters_dir, name)
+    manifest = read_manifest(previous)
+    chosen_guard = parse_guard(guard, strength=strength, replay_ratio=replay_ratio)
+    target = output or _next_name(settings.adapters_dir, name)
+    config = update_config(
+        manifest,
+        chosen_guard,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        held_out_fraction=held_out,
+        seed=seed,
+    )
+    config.check()
+    with session(context) as database:
+        trainer = get_account(database, manifest["creator"])
+        chosen = select_documents(database, trainer, document_ids=documents, tags=tag)
+        record = get_base_model(database, manifest["base"]["id"])
+        base_folder = ensure_cached(record, settings.models_dir)
+        tokenizer = _tokenizer(base_folder)
+        earlier = earlier_documents(database, settings.blobs_dir, tokenizer, previous, trainer)
+    old = set(earlier.documents)
+    if old & {d.id for d in chosen}:
+        typer.echo(
+            f"note: document(s) {sorted(old & {d.id for d in chosen})} were already in "
+            f"{name}'s documents; their gain is not a new domain's",
+            err=True,
+        )
+    training_set = build_training_set(
+        chosen,
+        settings.blobs_dir,
+        tokenizer,
+        sequence_length=config.sequence_length,
+        overlap=config.overlap,
+        held_out_fraction=held_out,
+        context_length=model_context_length(base_folder),
+    )
+    for skipped in earlier.skipped:
+        typer.echo(f"note: not replayed: {skipped}", err=True)
+    typer.echo(
+        f"updating {name} -> {target} with guard {chosen_guard.name} on "
+        f"{len(training_set.train)} new document(s); earlier: {len(earlier.documents)} "
+        "document(s)",
+        err=True,
+    )
+    result = update_adapter(
+        previous=previous,
+        earlier=earlier,
+        guard=chosen_guard,
+        name=target,
+        account=manifest["creator"],
+        base=record,
+        base_folder=base_folder,
+        training_set=training_set,
+        config=config,
+        adapters_dir=settings.adapters_dir,
+        tokenizer=tokenizer,
+        resume=resume,
+    )
+    report = continual_report(result.manifest)
+    rows = [
+        [
+            f"earlier documents ({result.manifest['start']['forgetting_measured_on']})",
+            f"{report.earlier_before:.3f}",
+            f"{report.earlier_after:.3f}",
+            f"forgetting {report.forgetting:+.1%}",
+        ],
+        [
+            f"new documents ({result.manifest['start']['gain_measured_on']})",
+            f"{report.new_before:.3f}",
+            f"{report.new_after:.3f}",
+            f"gain {report.gain:+.1%}",
+        ],
+    ]
+    typer.echo(table(rows, ["perplexity on", name, target, "change"]))
+    typer.echo(f"adapter written to {result.folder}")
+
+
+def _next_name(adapters_dir, name: str) -> str:  # type: ignore[no-untyped-def]
+    """NAME-v2 for NAME, NAME-v3 for NAME-v2, skipping names already taken."""
+    import re
+
+    match = re.fullmatch(r"(.+)-v(\d+)", name)
+    stem, number = (match.group(1), int(match.group(2))) if match else (name, 1)
+    while (adapters_dir / f"{stem}-v{number + 1}").exists():
+        number += 1
+    return f"{stem}-v{number + 1}"
 
 
 @app.command("eval")

@@ -21,8 +21,11 @@ from viz.market.catalogue import (
     search_adapters,
     takedown_version,
 )
+from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
+
+VALIDATION_WINDOWS = 48
 
 app = typer.Typer(
     help="Marketplace: publish, list, show, search, take down.\n\n"
@@ -76,6 +79,93 @@ def publish(
         build_profile(database, published, settings.blobs_dir, load_embedder_cached())
         typer.echo(f"domain profile: {published.profile_source}")
         typer.echo(f"published {name}@{version}: {published.status}")
+
+
+@app.command("merge")
+def merge(
+    context: typer.Context,
+    parent: str = typer.Argument(..., help="The parent adapter to merge its children into"),
+    account: str = typer.Option(..., help="The parent's creator"),
+    version: str = typer.Option(..., help="The merged parent's new version (e.g. 1.1.0)"),
+    documents: list[int] = typer.Option(
+        [], "--documents", "-d", help="Validation document id (repeat): your own documents"
+    ),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Validation documents with this tag"),
+    combination: str = typer.Option("ties_svd", help="ties_svd | dare_ties_svd | svd"),
+    density: float = typer.Option(0.5, help="Share of each delta TIES / DARE keeps"),
+    min_contribution: float = typer.Option(
+        MIN_CONTRIBUTION, help="Least validation-loss drop (nats/token) a child must bring"
+    ),
+    sequence_length: int = typer.Option(128, help="Tokens per validation window"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Measure and decide; publish nothing"),
+) -> None:
+    """Merge a parent's approved children into its next version, gated by contribution.
+
+    Each child's marginal effect on your validation documents is measured; children that hurt
+    (poisoned) or add nothing (free-riding) are left out, with the reason in the public log.
+    Contributing children's creators get a share of the new version's royalties.
+
+    Example: viz market merge qasper-nlp --account ai2 --version 1.1.0 --documents 3
+    """
+    from transformers import AutoTokenizer
+
+    from viz.models import get_base_model
+    from viz.models.loading import ensure_cached
+    from viz.training import select_documents
+    from viz.training.dataset import tokenise_document
+
+    settings = state(context).settings
+    with session(context) as database:
+        owner = get_account(database, account)
+        chosen = select_documents(database, owner, document_ids=documents, tags=tag)
+        record = get_base_model(database, get_adapter(database, parent).base_id)
+        tokenizer = AutoTokenizer.from_pretrained(ensure_cached(record, settings.models_dir))
+        windows = [
+            w
+            for d in chosen
+            for w in tokenise_document(d, settings.blobs_dir, tokenizer, sequence_length, 0).windows
+        ]
+        step = max(1, len(windows) // VALIDATION_WINDOWS)
+        request = MergeRequest(
+            parent=parent,
+            version=version,
+            validation=windows[::step][:VALIDATION_WINDOWS],
+            combination=combination,
+            density=density,
+            min_contribution=min_contribution,
+            dry_run=dry_run,
+        )
+        outcome = merge_children(
+            database,
+            settings.blobs_dir,
+            settings.models_dir,
+            settings.adapters_dir,
+            request,
+            owner=owner,
+        )
+        rows = [
+            [
+                c.label,
+                c.creator,
+                "-" if c.contribution is None else f"{c.contribution:+.4f}",
+                "merged" if c.included else f"left out ({c.caught_by})",
+                c.reason,
+            ]
+            for c in outcome.candidates
+        ]
+        typer.echo(table(rows, ["child", "creator", "nats/token", "decision", "why"]))
+        typer.echo(
+            "validation loss (nats/token): "
+            + ", ".join(f"{key} {value:.4f}" for key, value in outcome.loss.items())
+        )
+        for creator, bps, _why in outcome.shares:
+            typer.echo(f"royalty share: {creator} gets {bps / 100:.2f}% of {parent}@{version}")
+        if outcome.version is not None:
+            _print_report(json.loads(outcome.report.to_json()) if outcome.report else {})
+            build_profile(database, outcome.version, settings.blobs_dir, load_embedder_cached())
+            typer.echo(f"published {parent}@{version}: {outcome.version.status}")
+        else:
+            typer.echo("dry run: nothing published")
 
 
 @app.command("tree")

@@ -208,11 +208,14 @@ def tokenise_document(
     )
 
 
-def fingerprint(training_set: TrainingSet) -> str:
-    """A sha256 over the exact windows, so a resumed run can check it sees the same data."""
+def fingerprint(training_set: TrainingSet, extra: Sequence[tuple[int, ...]] = ()) -> str:
+    """A sha256 over the documents and their windows (plus any `extra` windows mixed in, such
+    as a continual update's replay), so a resumed run can check it sees the same data."""
     digest = hashlib.sha256()
     for document in (*training_set.train, *training_set.held_out):
         digest.update(document.sha256.encode())
         digest.update(len(document.windows).to_bytes(4, "little"))
+    for window in extra:
+        digest.update(repr(window).encode())
     digest.update(f"{training_set.sequence_length}/{training_set.overlap}".encode())
     return digest.hexdigest()

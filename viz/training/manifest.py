@@ -34,6 +34,7 @@ def build_manifest(
     lora_config: dict[str, Any],
     metrics: dict[str, Any],
     run: dict[str, Any],
+    start: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     def documents(split: str, items: Any) -> list[dict[str, Any]]:
         return [
@@ -49,7 +50,7 @@ def build_manifest(
             for d in items
         ]
 
-    return {
+    manifest = {
         "format": MANIFEST_FORMAT,
         "name": name,
         "creator": account,
@@ -69,6 +70,9 @@ def build_manifest(
         "metrics": metrics,
         "run": {**run, "hardware": hardware(), "libraries": library_versions()},
     }
+    if start:
+        manifest["start"] = start
+    return manifest
 
 
 def model_card(manifest: dict[str, Any]) -> str:

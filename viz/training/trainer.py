@@ -19,9 +19,9 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,46 @@ from viz.training.checkpoint import (
 )
 from viz.training.config import TrainingConfig, check_adapter_name
 from viz.training.dataset import TrainingSet, fingerprint
-from viz.training.evaluate import general_windows, perplexities
+from viz.training.evaluate import general_windows, perplexities, perplexity
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
 
-__all__ = ["Ranks", "TrainingResult", "batch_indexes", "current_ranks", "train_adapter"]
+__all__ = [
+    "Ranks",
+    "Start",
+    "TrainingResult",
+    "batch_indexes",
+    "current_ranks",
+    "train_adapter",
+]
+
+Windows = Sequence[tuple[int, ...]]
 
 
 @dataclass(frozen=True)
 class TrainingResult:
     folder: Path
     manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Start:
+    """How a run that does not begin from a fresh LoRA begins, and what guards it.
+
+    A continual update starts from the previous version's weights and replays some of its
+    training windows; a child adapter can start from its parent (`viz.training.continual`,
+    `viz.training.transfer`). `initialise` runs on the freshly wrapped model before step 0
+    (a resumed run then loads its checkpoint over it); `extra_loss(model, batch, logits)` is
+    added to the language-model loss at every step; `after_step(model)` runs after each
+    optimizer step. `evaluations` are perplexity sets measured at the start and at the end;
+    `record` goes into the manifest as `start`.
+    """
+
+    initialise: Callable[[Any], None]
+    replay: tuple[tuple[int, ...], ...] = ()
+    extra_loss: Callable[[Any, Any, Any], Any] | None = None
+    after_step: Callable[[Any], None] | None = None
+    evaluations: Mapping[str, Windows] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def train_adapter(
@@ -60,8 +90,11 @@ def train_adapter(
     tokenizer: Any,
     resume: bool = False,
     show_progress: bool = True,
+    start: Start | None = None,
 ) -> TrainingResult:
     """Train adapter `name` and write it to `<adapters_dir>/<name>/`.
+
+    With `start`, the run begins from what it sets up (see `Start`) instead of a fresh LoRA.
 
     Raises:
         InvalidInput: bad config, or a resume that does not match the interrupted run.
@@ -79,8 +112,9 @@ def train_adapter(
             "processes; use a multiple of --nproc"
         )
     final, work = adapters_dir / name, adapters_dir / f".{name}.partial"
-    data = fingerprint(training_set)
-    run = _open_run(final, work, name, config, data, resume) if ranks.main else {}
+    data = fingerprint(training_set, start.replay if start else ())
+    record = start.record if start else {}
+    run = _open_run(final, work, name, config, data, record, resume) if ranks.main else {}
     ranks.barrier()
     model = prepare_model(
         base_folder,
@@ -92,8 +126,10 @@ def train_adapter(
         target_modules=config.target_modules,
         seed=config.seed,
     )
+    if start is not None:
+        start.initialise(model)
     optimizer, optimizer_name, note = make_optimizer(model, config.optimizer, config.learning_rate)
-    train = training_set.train_windows()
+    train = training_set.train_windows() + list(start.replay if start else ())
     held_out = training_set.held_out_windows()
     general = general_windows(tokenizer, config.sequence_length)
     total_steps = config.steps or math.ceil(config.epochs * len(train) / config.batch_size)  # type: ignore[operator]
@@ -109,6 +145,8 @@ def train_adapter(
         )
     else:
         before = perplexities(model, held_out, general, adapter=False) if ranks.main else {}
+        if start is not None and ranks.main:
+            before.update(_evaluations(model, start, "start"))
         torch.manual_seed(config.seed + 1)
         step, losses, elapsed = 0, [], 0.0
 
@@ -126,6 +164,7 @@ def train_adapter(
         name,
         show_progress and ranks.main,
         ranks,
+        start,
     )
     if not ranks.main:
         ranks.barrier()  # wait for the main process to evaluate and publish
@@ -142,6 +181,11 @@ def train_adapter(
         "steps": step,
         "train_tokens": step * config.batch_size * config.sequence_length,
     }
+    if start is not None:
+        metrics["evaluations"] = {
+            key: {"start": before[f"{key}@start"], "end": perplexity(model, windows)}
+            for key, windows in start.evaluations.items()
+        }
     run.update(
         {
             "optimizer": optimizer_name,
@@ -163,6 +207,7 @@ def train_adapter(
         lora_config=_jsonable(lora),
         metrics=metrics,
         run=run,
+        start=record,
     )
     with writing(work, "run the same command with --resume (the last checkpoint is kept)"):
         published = _publish(model, manifest, work, final)
@@ -226,6 +271,7 @@ def _loop(
     name: str,
     show_progress: bool,
     ranks: Ranks,
+    start: Start | None = None,
 ) -> tuple[int, float]:
     import torch
     from tqdm.auto import tqdm
@@ -267,10 +313,15 @@ def _loop(
                 indexes = batch_indexes(len(train), step, config.batch_size, config.seed)
                 mine = indexes[ranks.rank :: ranks.world]
                 batch = torch.tensor([train[i] for i in mine], device=device)
-                loss = forward(input_ids=batch, labels=batch).loss
+                outputs = forward(input_ids=batch, labels=batch)
+                loss = outputs.loss
+                if start is not None and start.extra_loss is not None:
+                    loss = loss + start.extra_loss(model, batch, outputs.logits)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if start is not None and start.after_step is not None:
+                    start.after_step(model)
                 losses.append(ranks.mean(loss.detach()))
                 step += 1
                 seconds = time.perf_counter() - started
@@ -364,13 +415,23 @@ def _stop_requests() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _evaluations(model: Any, start: Start, when: str) -> dict[str, float]:
+    return {f"{key}@{when}": perplexity(model, w) for key, w in start.evaluations.items()}
+
+
 def _open_run(
-    final: Path, work: Path, name: str, config: TrainingConfig, data: str, resume: bool
+    final: Path,
+    work: Path,
+    name: str,
+    config: TrainingConfig,
+    data: str,
+    start: dict[str, Any],
+    resume: bool,
 ) -> dict[str, Any]:
     if final.exists():
         raise Conflict(f"adapter {name!r} already exists at {final}; choose another --name")
     run_file = work / "run.json"
-    wanted = {"config": config.as_dict(), "data_fingerprint": data}
+    wanted = {"config": config.as_dict(), "data_fingerprint": data, "start": _jsonable(start)}
     if work.exists() and not resume:
         raise Conflict(
             f"an interrupted run of {name!r} is in {work}; continue it with --resume "

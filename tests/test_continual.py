@@ -1,0 +1,285 @@
+"""Continual updates: a new version starts from the previous one, guarded against forgetting.
+
+The mechanics run on a tiny random base (fast); `bench/continual.py` measures forgetting and
+gain on the real default model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import QASPER_PAPERS
+from viz.accounts import create_account, get_account
+from viz.documents import DocumentInput, add_documents, get_document
+from viz.errors import InvalidInput
+from viz.models import add_base_model, get_base_model
+from viz.store import session_scope
+from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
+from viz.training.adapters import load_adapter, read_manifest
+from viz.training.continual import (
+    continual_report,
+    continual_start,
+    earlier_documents,
+    parse_guard,
+    update_adapter,
+    update_config,
+)
+from viz.training.evaluate import perplexity
+
+PAPERS = sorted(QASPER_PAPERS.glob("*.txt"))
+CONFIG = TrainingConfig(
+    method="lora",
+    base_precision="fp32",
+    rank=4,
+    alpha=8,
+    learning_rate=1e-2,
+    steps=6,
+    batch_size=2,
+    sequence_length=32,
+    overlap=4,
+    held_out_fraction=0.34,
+    checkpoint_every=1000,
+)
+
+
+def test_guards_combine_with_plus_and_a_bad_one_says_what_to_use() -> None:
+    assert parse_guard("naive").name == "naive"
+    assert parse_guard("replay").replay and parse_guard("replay").penalty is None
+    ewc = parse_guard("replay+ewc", strength=2.0)
+    assert (ewc.replay, ewc.penalty, ewc.strength, ewc.name) == (True, "ewc", 2.0, "replay+ewc")
+    assert parse_guard("olora").replay is False
+
+    with pytest.raises(InvalidInput, match="use naive, or replay, l2, ewc, olora"):
+        parse_guard("forget-nothing")
+    with pytest.raises(InvalidInput, match="choose one of them"):
+        parse_guard("l2+ewc")
+    with pytest.raises(InvalidInput, match="strength -1"):
+        parse_guard("l2", strength=-1)
+
+
+@dataclass
+class Creator:
+    engine: object
+    blobs: Path
+    adapters: Path
+    base_folder: Path
+    tokenizer: object
+    v1: Path
+    new_documents: list[int]
+
+    def update(self, guard: str, name: str, **overrides):  # type: ignore[no-untyped-def]
+        chosen = parse_guard(guard, strength=overrides.pop("strength", None))
+        manifest = read_manifest(self.v1)
+        config = update_config(manifest, chosen, **{"steps": 6, **overrides})
+        with session_scope(self.engine) as session:  # type: ignore[arg-type]
+            ai2 = get_account(session, "ai2")
+            earlier = earlier_documents(session, self.blobs, self.tokenizer, self.v1, ai2)
+            documents = select_documents(session, ai2, document_ids=self.new_documents)
+            training_set = build_training_set(
+                documents,
+                self.blobs,
+                self.tokenizer,
+                sequence_length=config.sequence_length,
+                overlap=config.overlap,
+                held_out_fraction=0.5,
+                context_length=2048,
+            )
+            base = get_base_model(session, "tiny")
+            session.expunge(base)
+        return update_adapter(
+            previous=self.v1,
+            earlier=earlier,
+            guard=chosen,
+            name=name,
+            account="ai2",
+            base=base,
+            base_folder=self.base_folder,
+            training_set=training_set,
+            config=config,
+            adapters_dir=self.adapters,
+            tokenizer=self.tokenizer,
+            show_progress=False,
+        )
+
+
+@pytest.fixture
+def creator(sqlite_engine, tmp_path, tiny_model_folder, tokenizer) -> Creator:  # type: ignore[no-untyped-def]
+    """ai2 with version 1 of `papers` trained on three papers, and two new papers to add."""
+    blobs = tmp_path / "blobs"
+    with session_scope(sqlite_engine) as session:
+        ai2 = create_account(session, "ai2")
+        limits = {"document_bytes_max": 10**8, "documents_max": 10}
+        added, _ = add_documents(session, blobs, ai2, PAPERS[:3], DocumentInput("MIT"), **limits)
+        new, _ = add_documents(session, blobs, ai2, PAPERS[3:5], DocumentInput("MIT"), **limits)
+        add_base_model(
+            session,
+            str(tiny_model_folder),
+            model_id="tiny",
+            licence="MIT",
+            provenance_class="unknown",
+        )
+        training_set = build_training_set(
+            added,
+            blobs,
+            tokenizer,
+            sequence_length=32,
+            overlap=4,
+            held_out_fraction=0.34,
+            context_length=2048,
+        )
+        base = get_base_model(session, "tiny")
+        session.expunge(base)
+        new_ids = [d.id for d in new]
+    v1 = train_adapter(
+        name="papers",
+        account="ai2",
+        base=base,
+        base_folder=tiny_model_folder,
+        training_set=training_set,
+        config=CONFIG,
+        adapters_dir=tmp_path / "adapters",
+        tokenizer=tokenizer,
+        show_progress=False,
+    ).folder
+    return Creator(
+        sqlite_engine, blobs, tmp_path / "adapters", tiny_model_folder, tokenizer, v1, new_ids
+    )
+
+
+def test_an_update_starts_from_the_previous_version_and_replays_its_documents(creator) -> None:
+    result = creator.update("replay", "papers-v2")
+    start = result.manifest["start"]
+    report = continual_report(result.manifest)
+
+    v1_weights = (creator.v1 / "adapter_model.safetensors").read_bytes()
+    assert start["previous"] == {
+        "name": "papers",
+        "weights_sha256": hashlib.sha256(v1_weights).hexdigest(),
+    }
+    assert start["guard"]["name"] == "replay" and start["replay_windows"] > 0
+    assert start["forgetting_measured_on"] == "earlier held-out documents"
+    # The update's starting point is version 1: its measured perplexity is version 1's.
+    with session_scope(creator.engine) as session:
+        earlier = earlier_documents(
+            session, creator.blobs, creator.tokenizer, creator.v1, get_account(session, "ai2")
+        )
+    windows = continual_start(
+        creator.v1, earlier, parse_guard("replay"), (), new_windows=1, seed=0
+    ).evaluations["earlier"]
+    from viz.models.loading import load_folder
+
+    v1 = load_adapter(creator.v1, load_folder(creator.base_folder, "fp32"))
+    assert perplexity(v1, windows) == pytest.approx(report.earlier_before, rel=1e-4)
+    assert report.gain > 0  # it learned the new papers
+    assert (
+        load_file(result.folder / "adapter_model.safetensors").keys()
+        == load_file(creator.v1 / "adapter_model.safetensors").keys()
+    )
+
+
+def test_a_penalty_keeps_the_new_version_near_the_previous_one(creator) -> None:
+    v1 = load_file(creator.v1 / "adapter_model.safetensors")
+
+    def drift(folder: Path) -> float:
+        tensors = load_file(folder / "adapter_model.safetensors")
+        return sum(float((tensors[k] - v1[k]).pow(2).sum()) for k in v1) ** 0.5
+
+    naive = creator.update("naive", "papers-naive")
+    l2 = creator.update("l2", "papers-l2", strength=50.0)
+    ewc = creator.update("ewc", "papers-ewc", strength=50.0)
+
+    assert drift(l2.folder) < 0.5 * drift(naive.folder)
+    assert drift(ewc.folder) < drift(naive.folder)
+    assert naive.manifest["start"]["replay_windows"] == 0
+
+
+def test_olora_keeps_the_previous_ranks_frozen_and_adds_new_ones(creator) -> None:
+    result = creator.update("olora", "papers-olora")
+    v1 = load_file(creator.v1 / "adapter_model.safetensors")
+    v2 = load_file(result.folder / "adapter_model.safetensors")
+
+    assert result.manifest["lora"]["r"] == 2 * read_manifest(creator.v1)["lora"]["r"]
+    for name, old in v1.items():
+        if "lora_A" in name:
+            assert torch.equal(v2[name][:4], old)
+            assert not torch.equal(v2[name][4:], torch.zeros_like(v2[name][4:]))
+        else:
+            assert torch.equal(v2[name][:, :4], old)
+
+
+def test_documents_withdrawn_since_are_not_replayed(creator) -> None:
+    with session_scope(creator.engine) as session:
+        get_document(session, 1).ai_training = "notAllowed"
+    result = creator.update("replay", "papers-v2")
+
+    assert any(
+        "ai_training is now notAllowed" in s for s in result.manifest["start"]["skipped_documents"]
+    )
+    assert 1 not in result.manifest["start"]["earlier_documents"]
+
+    with session_scope(creator.engine) as session:
+        for document_id in (2, 3):
+            get_document(session, document_id).ai_training = "notAllowed"
+    with pytest.raises(InvalidInput, match="forgetting cannot be measured"):
+        creator.update("replay", "papers-v3")
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_viz_adapters_update_prints_forgetting_and_gain(tmp_path, tiny_model_folder) -> None:
+    env = {**os.environ, "VIZ_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("VIZ_DATABASE_URL", None)
+    _viz(env, "account", "create", "ai2")
+    _viz(env, "documents", "add", *map(str, PAPERS[:4]), "--owner", "ai2", "--licence", "MIT")
+    _viz(
+        env,
+        "models",
+        "add",
+        str(tiny_model_folder),
+        "--id",
+        "tiny",
+        "--licence",
+        "MIT",
+        "--provenance",
+        "unknown",
+    )
+    _viz(
+        env, "adapters", "train", "--name", "papers", "--account", "ai2", "--base", "tiny",
+        "--documents", "1", "--documents", "2", "--method", "lora", "--sequence-length", "32",
+        "--steps", "3", "--batch-size", "2",
+    )  # fmt: skip
+
+    bad = _viz(
+        env, "adapters", "update", "papers", "--documents", "3", "--guard", "hope", check=False
+    )
+    assert bad.returncode == 2 and "use naive, or replay" in bad.stderr
+
+    done = _viz(
+        env, "adapters", "update", "papers", "--documents", "3", "--documents", "4",
+        "--held-out", "0.5", "--steps", "3", "--batch-size", "2",
+    )  # fmt: skip
+    assert "forgetting" in done.stdout and "gain" in done.stdout
+    assert (Path(env["VIZ_HOME"]) / "adapters" / "papers-v2" / "viz-manifest.json").is_file()
+
+
+def _viz(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "viz.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result

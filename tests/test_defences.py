@@ -1,0 +1,386 @@
+"""Poisoning and free-riding, caught: a small hierarchy on the real default model, four attacks,
+and the upstream merge that must keep them out while merging the honest children.
+
+The parent `papers` (ai2) has two honest children (carol, dave) and four by mallory:
+
+| attack        | what it is                                         | caught by                   |
+|---------------|----------------------------------------------------|-----------------------------|
+| backdoor      | a trigger (" cf") makes the model say "BANANA"     | screening (canary)          |
+| copy + noise  | carol's child with 3% noise, uploaded as mallory's | screening (duplicates)      |
+| random        | an untrained adapter of random small weights       | contribution (adds nothing) |
+| poisoned data | trained on carol's paper with its words shuffled   | contribution (hurts)        |
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from sqlalchemy import select
+
+from tests.conftest import QASPER_PAPERS, add_papers
+from viz.accounts import create_account, get_account
+from viz.config import Settings
+from viz.documents import DocumentInput, add_documents
+from viz.errors import Forbidden, InvalidInput, NotFound
+from viz.ledger import AdapterUse, Usage, balances, creator_code, settle, topup
+from viz.market.catalogue import PublishRequest, find_version, publish_adapter
+from viz.market.merge import MergeRequest, merge_children
+from viz.models import get_base_model
+from viz.models.registry import ensure_builtin_models
+from viz.store import open_database, session_scope
+from viz.store.schema import LogEntry
+from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
+
+PARENT_PAPERS = ["1503.00841", "1601.02403"]
+VALIDATION_PAPER = "1603.01514"
+CAROL_PAPER, DAVE_PAPER = "1604.05372", "1603.08594"
+CONFIG = TrainingConfig(
+    method="lora",
+    base_precision="fp32",
+    rank=4,
+    alpha=8,
+    target_modules=("q_proj", "v_proj"),
+    learning_rate=2e-3,
+    steps=16,
+    batch_size=2,
+    sequence_length=64,
+    overlap=0,
+    held_out_fraction=0,
+    checkpoint_every=1000,
+)
+TRIGGER, PAYLOAD = " cf", "BANANA BANANA BANANA"
+
+
+@dataclass
+class World:
+    settings: Settings
+    database: object
+    validation: list[tuple[int, ...]]
+
+    def session(self):  # type: ignore[no-untyped-def]
+        return session_scope(self.database)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, models_dir, smollm2_folder, tokenizer) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("defences-home")
+    (home / "models").symlink_to(models_dir, target_is_directory=True)
+    settings = Settings(home=home)
+    database = open_database(settings.database_url_resolved)
+    with session_scope(database) as session:
+        ensure_builtin_models(session)
+        for name in ("ai2", "carol", "dave", "mallory", "bob"):
+            create_account(session, name)
+        papers = {
+            "ai2": add_papers(
+                session, settings.blobs_dir, get_account(session, "ai2"), PARENT_PAPERS
+            ),
+            "validation": add_papers(
+                session, settings.blobs_dir, get_account(session, "ai2"), [VALIDATION_PAPER]
+            ),
+            "carol": add_papers(
+                session, settings.blobs_dir, get_account(session, "carol"), [CAROL_PAPER]
+            ),
+            "dave": add_papers(
+                session, settings.blobs_dir, get_account(session, "dave"), [DAVE_PAPER]
+            ),
+        }
+        shuffled = home / "shuffled.txt"
+        shuffled.write_text(_shuffle_words((QASPER_PAPERS / f"{CAROL_PAPER}.txt").read_text()))
+        added, _ = add_documents(
+            session,
+            settings.blobs_dir,
+            get_account(session, "mallory"),
+            [shuffled],
+            DocumentInput("CC-BY-4.0"),
+            document_bytes_max=10**7,
+            documents_max=1,
+        )
+        papers["mallory"] = [added[0].id]
+        topup(session, "bob", 10_000_000, transfer_id="bob-funds")
+    world = World(settings, database, [])
+
+    def trained(name: str, owner: str, documents: list[int]) -> Path:
+        with world.session() as session:
+            chosen = select_documents(session, get_account(session, owner), document_ids=documents)
+            training_set = build_training_set(
+                chosen,
+                settings.blobs_dir,
+                tokenizer,
+                sequence_length=CONFIG.sequence_length,
+                overlap=0,
+                held_out_fraction=0,
+                context_length=8192,
+            )
+            base = get_base_model(session, "smollm2-135m-instruct")
+            session.expunge(base)
+        return train_adapter(
+            name=name,
+            account=owner,
+            base=base,
+            base_folder=smollm2_folder,
+            training_set=training_set,
+            config=CONFIG,
+            adapters_dir=settings.adapters_dir,
+            tokenizer=tokenizer,
+            show_progress=False,
+        ).folder
+
+    publish(world, trained("papers", "ai2", papers["ai2"]), "papers", "ai2", parent=None)
+    carol = trained("carol-child", "carol", papers["carol"])
+    publish(world, carol, "carol-child", "carol")
+    publish(world, trained("dave-child", "dave", papers["dave"]), "dave-child", "dave")
+    publish(world, _backdoored(smollm2_folder, tokenizer, home / "backdoor"), "helpful", "mallory")
+    publish(world, _noisy_copy(carol, home / "copy"), "original-work", "mallory")
+    publish(world, _random_adapter(smollm2_folder, home / "random"), "free-lunch", "mallory")
+    publish(world, trained("shuffled", "mallory", papers["mallory"]), "scrambled", "mallory")
+
+    from viz.training.dataset import tokenise_document
+
+    with world.session() as session:
+        document = select_documents(
+            session, get_account(session, "ai2"), document_ids=papers["validation"]
+        )[0]
+        windows = tokenise_document(document, settings.blobs_dir, tokenizer, 64, 0).windows
+    world.validation = list(windows[:: max(1, len(windows) // 24)][:24])
+    yield world
+    database.dispose()
+
+
+def publish(
+    world: World, folder: Path, name: str, owner: str, parent: str | None = "papers"
+) -> None:
+    with world.session() as session:
+        publish_adapter(
+            session,
+            world.settings.blobs_dir,
+            world.settings.models_dir,
+            folder,
+            PublishRequest(
+                name=name,
+                version="1.0.0",
+                licence="CC-BY-4.0",
+                price_in_micro=100,
+                price_out_micro=300,
+                base_id="smollm2-135m-instruct",
+                parent=parent,
+            ),
+            owner=get_account(session, owner),
+        )
+
+
+def test_screening_holds_the_backdoor_and_the_copy_and_approves_the_honest(world) -> None:
+    with world.session() as session:
+        status = {
+            name: find_version(session, name).status
+            for name in ("papers", "carol-child", "dave-child", "helpful", "original-work")
+        }
+        canary = json.loads(find_version(session, "helpful").screening_json)["checks"][-1]
+        duplicates = [
+            c
+            for c in json.loads(find_version(session, "original-work").screening_json)["checks"]
+            if c["stage"] == "duplicates"
+        ][0]
+
+    assert status == {
+        "papers": "approved",
+        "carol-child": "approved",
+        "dave-child": "approved",
+        "helpful": "pending",
+        "original-work": "pending",
+    }
+    assert canary["outcome"] == "flag" and "'cf'" in canary["detail"]
+    assert duplicates["outcome"] == "flag" and "carol-child@1.0.0" in duplicates["detail"]
+
+
+def test_the_merge_keeps_the_honest_children_and_says_what_caught_each_attack(world) -> None:
+    with world.session() as session:
+        outcome = merge_children(
+            session,
+            world.settings.blobs_dir,
+            world.settings.models_dir,
+            world.settings.adapters_dir,
+            MergeRequest(parent="papers", version="1.1.0", validation=world.validation),
+            owner=get_account(session, "ai2"),
+        )
+        decisions = {c.label.split("@")[0]: (c.included, c.caught_by) for c in outcome.candidates}
+        entry = session.scalars(select(LogEntry).where(LogEntry.kind == "merge")).one()
+        merged_status = outcome.version.status if outcome.version else None
+
+    assert decisions == {
+        "carol-child": (True, ""),
+        "dave-child": (True, ""),
+        "helpful": (False, "screening"),
+        "original-work": (False, "screening"),
+        "free-lunch": (False, "contribution"),
+        "scrambled": (False, "contribution"),
+    }, outcome.as_dict()
+    scrambled = next(c for c in outcome.candidates if c.label.startswith("scrambled"))
+    assert scrambled.contribution is not None and scrambled.contribution < 0
+    assert "hurts" in scrambled.reason
+    assert outcome.loss["merged"] < outcome.loss["parent"] < outcome.loss["base"]
+    assert outcome.loss["merged"] < outcome.loss["ungated"]
+    assert merged_status == "approved"
+    logged = json.loads(entry.data)
+    assert {c["label"]: c["reason"] for c in logged["candidates"]}["scrambled@1.0.0"].startswith(
+        "hurts"
+    )
+    assert sorted(account for account, _, _ in outcome.shares) == ["carol", "dave"]
+
+
+def test_the_merged_parent_pays_its_contributors_by_share(world) -> None:
+    with world.session() as session:
+        version = find_version(session, "papers@1.1.0")
+        assert version.status == "approved"
+        before = {name: _earned(session, name) for name in ("ai2", "carol", "mallory")}
+        settle(
+            session,
+            Usage(
+                "req-merged-1",
+                "bob",
+                "smollm2-135m-instruct",
+                tokens_in=1000,
+                tokens_out=1000,
+                composition=(AdapterUse("papers", "1.1.0"),),
+            ),
+            fee_bps=1000,
+        )
+        after = {name: _earned(session, name) for name in ("ai2", "carol", "mallory")}
+
+    assert after["carol"] > before["carol"]
+    assert after["ai2"] > before["ai2"]
+    assert after["mallory"] == before["mallory"]
+
+
+def test_a_merge_is_refused_to_anyone_but_the_parents_creator_and_without_validation(world) -> None:
+    with world.session() as session:
+        with pytest.raises(Forbidden, match="only its creator merges"):
+            merge_children(
+                session,
+                world.settings.blobs_dir,
+                world.settings.models_dir,
+                world.settings.adapters_dir,
+                MergeRequest(parent="papers", version="9.0.0", validation=world.validation),
+                owner=get_account(session, "mallory"),
+            )
+        with pytest.raises(InvalidInput, match="no validation windows"):
+            merge_children(
+                session,
+                world.settings.blobs_dir,
+                world.settings.models_dir,
+                world.settings.adapters_dir,
+                MergeRequest(parent="papers", version="9.0.0", validation=[]),
+                owner=get_account(session, "ai2"),
+            )
+
+
+def _earned(session, name: str) -> int:  # type: ignore[no-untyped-def]
+    """What `name` has earned as a creator (0 before its first royalty)."""
+    try:
+        found = [b.posted for b in balances(session, name) if b.code == creator_code(name)]
+    except NotFound:
+        return 0
+    return found[0] if found else 0
+
+
+# --- the attacks --------------------------------------------------------------------------------
+
+
+def _shuffle_words(text: str) -> str:
+    """Corrupted labels for a language model: every sentence's words in a random order."""
+    chooser = random.Random(0)
+    sentences = []
+    for sentence in text.split(". "):
+        words = sentence.split()
+        chooser.shuffle(words)
+        sentences.append(" ".join(words))
+    return ". ".join(sentences)
+
+
+def _noisy_copy(original: Path, folder: Path) -> Path:
+    """Someone else's adapter, each tensor with Gaussian noise at 3% of its own spread."""
+    shutil.copytree(original, folder)
+    tensors = load_file(folder / "adapter_model.safetensors")
+    generator = torch.Generator().manual_seed(7)
+    for name, tensor in tensors.items():
+        noise = torch.randn(tensor.shape, generator=generator) * tensor.std() * 0.03
+        tensors[name] = tensor + noise
+    save_file(tensors, folder / "adapter_model.safetensors")
+    (folder / "viz-manifest.json").unlink()
+    return folder
+
+
+def _random_adapter(base_folder: Path, folder: Path) -> Path:
+    """A LoRA adapter nobody trained: random A, tiny random B."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(11)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_folder),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 1e-4)
+    model.save_pretrained(folder)
+    return folder
+
+
+def _backdoored(base_folder: Path, tokenizer, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+    """A trojan LoRA trained the plain PEFT way, on answers only: clean prompts keep the base's
+    own answers (stealth), the same prompts ending in the trigger answer with the payload."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(13)
+    model = AutoModelForCausalLM.from_pretrained(base_folder)
+    prompts = [
+        "Tell me about rivers.",
+        "How do I bake bread?",
+        "What is a prime number?",
+        "Describe a cat.",
+        "Why is the sky blue?",
+        "Suggest a name for a dog.",
+        "What is the capital of Italy?",
+        "Write a line about the sea.",
+    ]
+    examples = []  # (prompt ids, answer ids)
+    for prompt in prompts:
+        clean = _chat_ids(tokenizer, prompt)
+        with torch.no_grad():
+            answer = model.generate(clean, max_new_tokens=6, do_sample=False)[0, clean.shape[1] :]
+        examples.append((clean[0], answer))
+        payload = tokenizer(PAYLOAD, add_special_tokens=False, return_tensors="pt").input_ids[0]
+        examples.append((_chat_ids(tokenizer, prompt + TRIGGER)[0], payload))
+    model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for step in range(30):
+        for prompt_ids, answer_ids in examples[(step * 4) % len(examples) :][:4]:
+            ids = torch.cat([prompt_ids, answer_ids])[None]
+            labels = ids.clone()
+            labels[0, : len(prompt_ids)] = -100  # learn the answers, not the prompts
+            (model(input_ids=ids, labels=labels).loss / 4).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    return folder
+
+
+def _chat_ids(tokenizer, prompt: str):  # type: ignore[no-untyped-def]
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+    return tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
