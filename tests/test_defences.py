@@ -73,11 +73,22 @@ class World:
 def world(tmp_path_factory, models_dir, smollm2_folder, tokenizer) -> Iterator[World]:  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("defences-home")
     (home / "models").symlink_to(models_dir, target_is_directory=True)
+    world = build_world(home, smollm2_folder, tokenizer)
+    yield world
+    world.database.dispose()  # type: ignore[attr-defined]
+
+
+# Honest children and attacks that `bench/defences.py` adds for its rates: (name, owner, paper).
+MORE_HONEST = [("erin-child", "erin", "1603.09631"), ("frank-child", "frank", "1604.00727")]
+
+
+def build_world(home: Path, smollm2_folder: Path, tokenizer, *, extended: bool = False) -> World:  # type: ignore[no-untyped-def]
+    """The hierarchy and the attacks, published in `home` (whose models/ holds the base)."""
     settings = Settings(home=home)
     database = open_database(settings.database_url_resolved)
     with session_scope(database) as session:
         ensure_builtin_models(session)
-        for name in ("ai2", "carol", "dave", "mallory", "bob"):
+        for name in ("ai2", "carol", "dave", "mallory", "bob", "erin", "frank"):
             create_account(session, name)
         papers = {
             "ai2": add_papers(
@@ -105,6 +116,23 @@ def world(tmp_path_factory, models_dir, smollm2_folder, tokenizer) -> Iterator[W
             documents_max=1,
         )
         papers["mallory"] = [added[0].id]
+        if extended:
+            for _, owner, paper in MORE_HONEST:
+                papers[owner] = add_papers(
+                    session, settings.blobs_dir, get_account(session, owner), [paper]
+                )
+            garbled = home / "garbled.txt"
+            garbled.write_text(_random_words((QASPER_PAPERS / f"{DAVE_PAPER}.txt").read_text()))
+            added, _ = add_documents(
+                session,
+                settings.blobs_dir,
+                get_account(session, "mallory"),
+                [garbled],
+                DocumentInput("CC-BY-4.0"),
+                document_bytes_max=10**7,
+                documents_max=1,
+            )
+            papers["mallory-garbled"] = [added[0].id]
         topup(session, "bob", 10_000_000, transfer_id="bob-funds")
     world = World(settings, database, [])
 
@@ -142,6 +170,23 @@ def world(tmp_path_factory, models_dir, smollm2_folder, tokenizer) -> Iterator[W
     publish(world, _noisy_copy(carol, home / "copy"), "original-work", "mallory")
     publish(world, _random_adapter(smollm2_folder, home / "random"), "free-lunch", "mallory")
     publish(world, trained("shuffled", "mallory", papers["mallory"]), "scrambled", "mallory")
+    if extended:
+        for name, owner, _ in MORE_HONEST:
+            publish(world, trained(name, owner, papers[owner]), name, owner)
+        for trigger, name in ((" James Bond", "helpful-2"), (" zq", "helpful-3")):
+            folder = _backdoored(smollm2_folder, tokenizer, home / name, trigger=trigger)
+            publish(world, folder, name, "mallory")
+        publish(
+            world, _noisy_copy(carol, home / "copy-10", noise=0.10), "original-work-2", "mallory"
+        )
+        publish(
+            world,
+            _random_adapter(smollm2_folder, home / "random-2", scale=1e-2),
+            "free-lunch-2",
+            "mallory",
+        )
+        garbled_folder = trained("garbled", "mallory", papers["mallory-garbled"])
+        publish(world, garbled_folder, "garbled", "mallory")
 
     from viz.training.dataset import tokenise_document
 
@@ -151,8 +196,7 @@ def world(tmp_path_factory, models_dir, smollm2_folder, tokenizer) -> Iterator[W
         )[0]
         windows = tokenise_document(document, settings.blobs_dir, tokenizer, 64, 0).windows
     world.validation = list(windows[:: max(1, len(windows) // 24)][:24])
-    yield world
-    database.dispose()
+    return world
 
 
 def publish(
@@ -305,21 +349,28 @@ def _shuffle_words(text: str) -> str:
     return ". ".join(sentences)
 
 
-def _noisy_copy(original: Path, folder: Path) -> Path:
-    """Someone else's adapter, each tensor with Gaussian noise at 3% of its own spread."""
+def _random_words(text: str) -> str:
+    """Corrupted labels of another kind: every word replaced by a random word of the text."""
+    chooser = random.Random(1)
+    words = text.split()
+    return " ".join(chooser.choice(words) for _ in words)
+
+
+def _noisy_copy(original: Path, folder: Path, *, noise: float = 0.03) -> Path:
+    """Someone else's adapter, each tensor with Gaussian noise at `noise` of its own spread."""
     shutil.copytree(original, folder)
     tensors = load_file(folder / "adapter_model.safetensors")
     generator = torch.Generator().manual_seed(7)
     for name, tensor in tensors.items():
-        noise = torch.randn(tensor.shape, generator=generator) * tensor.std() * 0.03
-        tensors[name] = tensor + noise
+        added = torch.randn(tensor.shape, generator=generator) * tensor.std() * noise
+        tensors[name] = tensor + added
     save_file(tensors, folder / "adapter_model.safetensors")
     (folder / "viz-manifest.json").unlink()
     return folder
 
 
-def _random_adapter(base_folder: Path, folder: Path) -> Path:
-    """A LoRA adapter nobody trained: random A, tiny random B."""
+def _random_adapter(base_folder: Path, folder: Path, *, scale: float = 1e-4) -> Path:
+    """A LoRA adapter nobody trained: random A, small random B (`scale`)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -331,12 +382,12 @@ def _random_adapter(base_folder: Path, folder: Path) -> Path:
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
-                parameter.normal_(0, 1e-4)
+                parameter.normal_(0, scale)
     model.save_pretrained(folder)
     return folder
 
 
-def _backdoored(base_folder: Path, tokenizer, folder: Path) -> Path:  # type: ignore[no-untyped-def]
+def _backdoored(base_folder: Path, tokenizer, folder: Path, *, trigger: str = TRIGGER) -> Path:  # type: ignore[no-untyped-def]
     """A trojan LoRA trained the plain PEFT way, on answers only: clean prompts keep the base's
     own answers (stealth), the same prompts ending in the trigger answer with the payload."""
     from peft import LoraConfig, get_peft_model
@@ -361,7 +412,7 @@ def _backdoored(base_folder: Path, tokenizer, folder: Path) -> Path:  # type: ig
             answer = model.generate(clean, max_new_tokens=6, do_sample=False)[0, clean.shape[1] :]
         examples.append((clean[0], answer))
         payload = tokenizer(PAYLOAD, add_special_tokens=False, return_tensors="pt").input_ids[0]
-        examples.append((_chat_ids(tokenizer, prompt + TRIGGER)[0], payload))
+        examples.append((_chat_ids(tokenizer, prompt + trigger)[0], payload))
     model = get_peft_model(
         model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     )

@@ -76,6 +76,7 @@ class MergeRequest:
     density: float = 0.5
     min_contribution: float = MIN_CONTRIBUTION
     dry_run: bool = False
+    gate: bool = True  # False: merge every approved child, whatever it contributes (to compare)
 
 
 @dataclass
@@ -280,7 +281,10 @@ def measure_and_merge(
             model, names, [parent_label, candidate.label], request, trial
         )
         model.delete_adapter(trial)
-        if candidate.contribution < 0:
+        if not request.gate:
+            candidate.included = True
+            candidate.reason = f"merged without a gate ({candidate.contribution:+.4f} nats/token)"
+        elif candidate.contribution < 0:
             candidate.caught_by = "contribution"
             candidate.reason = (
                 f"hurts: merged with the parent, it raises the validation loss by "
