@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import QASPER_PAPERS
+from tests.test_training import _viz
 from viz.accounts import create_account, get_account
 from viz.documents import DocumentInput, add_documents, get_document
 from viz.errors import InvalidInput
@@ -270,16 +269,3 @@ def test_viz_adapters_update_prints_forgetting_and_gain(tmp_path, tiny_model_fol
     )  # fmt: skip
     assert "forgetting" in done.stdout and "gain" in done.stdout
     assert (Path(env["VIZ_HOME"]) / "adapters" / "papers-v2" / "viz-manifest.json").is_file()
-
-
-def _viz(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "viz.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from viz.documents import get_document
 from viz.errors import InvalidInput, NotFound
 from viz.market.licences import training_refusal
+from viz.store.blobs import sha256_bytes
 from viz.store.schema import Account
 from viz.training.adapters import read_manifest
 from viz.training.config import TrainingConfig
@@ -223,7 +224,7 @@ def continual_start(
         "kind": "continual",
         "previous": {
             "name": manifest["name"],
-            "weights_sha256": _sha256(previous / "adapter_model.safetensors"),
+            "weights_sha256": sha256_bytes((previous / "adapter_model.safetensors").read_bytes()),
         },
         "guard": guard.as_dict(),
         "replay_windows": len(replay),
@@ -435,9 +436,3 @@ def _no_grad() -> Any:
     import torch
 
     return torch.no_grad()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()

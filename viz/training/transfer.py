@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput
+from viz.store.blobs import sha256_bytes
 from viz.training.adapters import read_manifest
 from viz.training.continual import load_lora_weights
 from viz.training.trainer import Start
@@ -65,7 +66,7 @@ def transfer_start(
         "chain": [
             {
                 "name": read_manifest(folder).get("name", folder.name),
-                "weights_sha256": _sha256(folder / "adapter_model.safetensors"),
+                "weights_sha256": sha256_bytes((folder / "adapter_model.safetensors").read_bytes()),
             }
             for folder in chain
         ],
@@ -140,9 +141,3 @@ def merge_chain(model: Any, deltas: dict[str, Any]) -> None:
         raise InvalidInput(
             f"the parent chain adapts {len(missing)} module(s) this base lacks, e.g. {missing[0]}"
         )
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
