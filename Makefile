@@ -1,5 +1,6 @@
 # Viz: the two commands are `make demo` and `make test`.
-#   make test   create .venv, install everything, start a local PostgreSQL, run ruff and pytest
+#   make test   create .venv, install everything, start a local PostgreSQL, install Debian's
+#               chromium for the browser tests, run ruff and pytest
 #   make demo   run the whole path built so far on the embedded default (SQLite, offline model)
 #   make lint   ruff check + ruff format --check + mypy viz
 #   make bench  benchmarks that print ratios (bench/results/ holds recorded runs)
@@ -32,13 +33,15 @@ lint: $(STAMP)
 	$(BIN)/mypy viz
 
 # pytest exit code 5 (no tests collected) fails the target like any other failure.
+# Debian's chromium for the browser tests (VIZ_TEST_BROWSER=0 skips them).
 test: lint
-	@if [ "$$VIZ_TEST_POSTGRES" = "0" ]; then \
+	@browser=$$(scripts/chromium-test-browser | tail -n 1) && \
+	if [ "$$VIZ_TEST_POSTGRES" = "0" ]; then \
 		echo "VIZ_TEST_POSTGRES=0: PostgreSQL storage tests will be skipped"; \
-		$(BIN)/pytest; \
+		VIZ_TEST_CHROMIUM="$$browser" $(BIN)/pytest; \
 	else \
 		url=$$(scripts/postgres-test-server | tail -n 1) && \
-		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/pytest; \
+		VIZ_TEST_CHROMIUM="$$browser" VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/pytest; \
 	fi
 
 demo: $(STAMP)

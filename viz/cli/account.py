@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from viz.accounts import create_account, get_account, list_accounts, list_api_keys
 from viz.cli._context import session, table
+from viz.web.auth import set_password
 
 app = typer.Typer(
     help="Accounts: people and firms that create and consume.\n\n"
-    "Example: viz account create ada --kind person"
+    "Example: viz account create ada --kind person && viz account password ada"
 )
 
 
@@ -68,3 +71,27 @@ def show(context: typer.Context, name: str = typer.Argument(..., help="Account n
         typer.echo(f"created:  {account.created_at:%Y-%m-%d %H:%M:%S}")
         active = sum(1 for key in keys if key.revoked_at is None)
         typer.echo(f"api keys: {active} active, {len(keys) - active} revoked")
+
+
+@app.command("password")
+def password(
+    context: typer.Context,
+    name: str = typer.Argument(..., help="Account name"),
+    stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from the first line of stdin"
+    ),
+) -> None:
+    """Set the password NAME logs in with on the marketplace's pages (`viz serve`).
+
+    Stored as an Argon2id hash; setting it ends the account's open web sessions.
+
+    Example: viz account password ada            (asks twice, without echo)
+             echo "$PASSWORD" | viz account password ada --password-stdin
+    """
+    if stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with session(context) as database:
+        set_password(database, get_account(database, name), secret)
+    typer.echo(f"password set for {name}; log in at http://HOST:PORT/login (viz serve)")

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel as Schema
 from pydantic import ConfigDict, Field
@@ -39,6 +40,7 @@ from sqlalchemy import Engine as Database
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from viz.accounts.keys import authenticate
 from viz.config import Settings
@@ -69,6 +71,7 @@ from viz.serving.resolve import Resolved, resolve
 from viz.store.blobs import blob_path
 from viz.store.database import session_scope
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel, UsageEvent
+from viz.web.pages import add_pages, error_page, is_page
 
 __all__ = ["create_app"]
 
@@ -349,24 +352,34 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app.state.server = server
 
     @app.exception_handler(VizError)
-    async def viz_error(request: Request, error: VizError) -> JSONResponse:
-        return _error(request, error)
+    async def viz_error(request: Request, error: VizError) -> Response:
+        return error_page(request, error) if is_page(request) else _error(request, error)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+    async def unexpected(request: Request, error: Exception) -> Response:
         log.exception("unexpected error", exc_info=error)
-        return _error(
+        return await viz_error(
             request,
             VizError(f"internal error ({type(error).__name__}); it was logged, retry later"),
         )
 
     @app.exception_handler(RequestValidationError)
-    async def bad_body(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def bad_body(request: Request, error: RequestValidationError) -> Response:
         first = error.errors()[0]
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if is_page(request):
+            return error_page(request, InvalidInput(f"{param}: {first.get('msg')}"))
         return _error(request, InvalidInput(f"{param}: {first.get('msg')}"), param=param)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 404:
+            missing = NotFound(f"nothing at {request.url.path}; the catalogue is at /")
+            return error_page(request, missing) if is_page(request) else _error(request, missing)
+        return await http_exception_handler(request, error)
+
     app.add_middleware(RequestHeaders, server=server)
+    add_pages(app, settings, database)  # the marketplace's pages (viz.web)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -42,6 +42,7 @@ __all__ = [
     "Takedown",
     "UsageEvent",
     "VersionShare",
+    "WebSession",
     "WriteLock",
     "utc_now",
 ]
@@ -74,6 +75,8 @@ class Account(Base):
     display_name: Mapped[str] = mapped_column(String(200), default="")
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    # Argon2id hash for the marketplace's login (viz.web.auth); None: no web login.
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="account")
 
@@ -92,6 +95,20 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     account: Mapped[Account] = relationship(back_populates="api_keys")
+
+
+class WebSession(Base):
+    """A marketplace login: the cookie holds a random token, the row only its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    account: Mapped[Account] = relationship()
 
 
 class Document(Base):
