@@ -79,8 +79,9 @@ def train(
     ),
     transfer: str | None = typer.Option(
         None,
-        help="With --from-parent: on-top (default; served after the chain), init (a copy of "
-        "the parent, served alone) or distil (KL to the chain, served alone)",
+        help="With --from-parent: init (default, measured best: a copy of the parent, served "
+        "alone), on-top (trained on the merged chain, served after it) or distil (KL to the "
+        "chain, served alone)",
     ),
     distil_strength: float = typer.Option(1.0, help="Weight of the distillation loss"),
     nproc: int = typer.Option(
@@ -96,12 +97,12 @@ def train(
     A sub-domain adapter can start from its parent chain:
 
     Example: viz adapters train --name mt --account ai2 --tag mt --method lora
-    --from-parent english --from-parent qasper-nlp --transfer on-top
+    --from-parent english --from-parent qasper-nlp --transfer init
     """
     settings = state(context).settings
     if transfer is not None and not from_parent:
         raise InvalidInput(f"--transfer {transfer} needs the parent: add --from-parent NAME")
-    kind = (transfer or "on-top") if from_parent else "scratch"
+    kind = (transfer or "init") if from_parent else "scratch"
     if kind not in TRANSFERS:
         raise InvalidInput(f"--transfer {kind!r} is not one of {', '.join(TRANSFERS[1:])}")
     chain = [adapter_folder(settings.adapters_dir, parent) for parent in from_parent]
