@@ -139,6 +139,15 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Pa
     return folder
 
 
+def add_tiny_base(session, folder: Path, model_id: str = "tiny"):  # type: ignore[no-untyped-def]
+    """Register the tiny model in `folder` as base `model_id` (MIT, provenance unknown)."""
+    from viz.models import add_base_model
+
+    return add_base_model(
+        session, str(folder), model_id=model_id, licence="MIT", provenance_class="unknown"
+    )
+
+
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The shipped all-MiniLM-L6-v2 embedder, loaded once."""

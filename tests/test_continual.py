@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import QASPER_PAPERS
+from tests.conftest import QASPER_PAPERS, add_tiny_base
 from tests.test_training import _viz
 from viz.accounts import create_account, get_account
 from viz.documents import DocumentInput, add_documents, get_document
 from viz.errors import InvalidInput
-from viz.models import add_base_model, get_base_model
+from viz.models import get_base_model
 from viz.store import session_scope
 from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
 from viz.training.adapters import load_adapter, read_manifest
@@ -119,13 +119,7 @@ def creator(sqlite_engine, tmp_path, tiny_model_folder, tokenizer) -> Creator:  
         limits = {"document_bytes_max": 10**8, "documents_max": 10}
         added, _ = add_documents(session, blobs, ai2, PAPERS[:3], DocumentInput("MIT"), **limits)
         new, _ = add_documents(session, blobs, ai2, PAPERS[3:5], DocumentInput("MIT"), **limits)
-        add_base_model(
-            session,
-            str(tiny_model_folder),
-            model_id="tiny",
-            licence="MIT",
-            provenance_class="unknown",
-        )
+        add_tiny_base(session, tiny_model_folder)
         training_set = build_training_set(
             added,
             blobs,

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sqlalchemy import func, select
 
+from tests.conftest import add_tiny_base
 from viz.accounts import create_account
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
 from viz.log.store import (
@@ -61,13 +62,7 @@ def market(engine, tmp_path, tiny_model_folder):  # type: ignore[no-untyped-def]
         create_account(session, "ada")
         create_account(session, "bob")
         create_account(session, "root", is_admin=True)
-        add_base_model(
-            session,
-            str(tiny_model_folder),
-            model_id="tiny",
-            licence="MIT",
-            provenance_class="unknown",
-        )
+        add_tiny_base(session, tiny_model_folder)
     return {
         "engine": engine,
         "blobs": tmp_path / "blobs",

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import add_tiny_base
 from tests.serving_world import run_server
 from viz.accounts import create_account
 from viz.config import Settings
 from viz.ledger import topup
-from viz.models.registry import add_base_model
 from viz.store.database import open_database, session_scope
 from viz.store.schema import ApiKey, UsageEvent
 from viz.web.auth import set_password
@@ -56,13 +56,7 @@ def site(tmp_path_factory, tiny_model_folder) -> Iterator[dict[str, Any]]:  # ty
         for name in ("cleo", "ada", "root"):
             account = create_account(session, name, is_admin=name == "root")
             set_password(session, account, PASSWORDS[name])
-        add_base_model(
-            session,
-            str(tiny_model_folder),
-            model_id="tiny",
-            licence="MIT",
-            provenance_class="unknown",
-        )
+        add_tiny_base(session, tiny_model_folder)
         topup(session, "ada", 5_000_000, transfer_id="ada-funds")
     env = {**os.environ, "VIZ_HOME": str(home), "VIZ_DATABASE_URL": settings.database_url_resolved}
     with run_server(create_app(settings, database)) as url:
@@ -180,6 +174,15 @@ def test_a_consumer_creates_a_key_uses_the_playground_and_sees_usage_and_balance
     assert charged and balance_after == balance_before - charged
     assert published in page.inner_text("#usage-per-adapter")
     shot(page, "consumer-dashboard")
+
+    key_id = key.split("_")[1]
+    page.get_by_role("button", name=f"Revoke key {key_id}").click()
+    assert page.locator("tr", has_text=key_id).get_by_text("revoked").is_visible()
+    page.goto(f"/playground?model={published}")
+    page.get_by_label("Prompt").fill("Write about a river.")
+    page.get_by_label("Your API key").fill(key)
+    page.get_by_role("button", name="Send").click()
+    assert "API key not accepted" in page.inner_text("#error")
 
 
 def test_another_account_cannot_see_the_first_ones_dashboards(browser, site) -> None:
