@@ -1,7 +1,8 @@
 """The marketplace's pages, end to end in headless Chromium (Debian's, driven by Playwright).
 
 One `viz serve`-equivalent server on loopback over a fresh catalogue on the tiny base; creator
-cleo publishes with the real CLI (screening and all), consumers ada and bob use the pages.
+cleo publishes through the page and with the real CLI (screening and all), consumers ada and bob
+use the pages.
 Screenshots of every page land in test-artifacts/screenshots/ (VIZ_TEST_ARTIFACTS overrides).
 """
 
@@ -24,7 +25,7 @@ from viz.accounts import create_account
 from viz.config import Settings
 from viz.ledger import topup
 from viz.store.database import open_database, session_scope
-from viz.store.schema import ApiKey, UsageEvent
+from viz.store.schema import AdapterVersion, ApiKey, UsageEvent
 from viz.web.auth import set_password
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,26 +123,71 @@ def published(site, tiny_model_folder, tmp_path_factory) -> str:  # type: ignore
     return "river-poems"
 
 
-def test_a_creator_publishes_and_sees_the_adapter(browser, site, published) -> None:
+def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
+    browser, site, tiny_model_folder, tmp_path
+) -> None:
+    from tests.test_market import make_adapter
+
+    folder = make_adapter(tiny_model_folder, tmp_path / "river-songs", seed=5)
     page = visitor(browser, site)
     log_in(page, "cleo")
 
-    page.goto("/")
-    page.get_by_label("Words").fill("rivers")
-    page.get_by_role("button", name="Search").click()
-    assert page.get_by_role("heading", name="1 adapter").is_visible()
-    shot(page, "catalogue")
-    page.locator(".cards").get_by_role("link", name=published).click()
+    page.get_by_role("link", name="Publish").click()
+    page.get_by_label("Weights").set_input_files(folder / "adapter_model.safetensors")
+    page.get_by_label("Config").set_input_files(folder / "adapter_config.json")
+    page.get_by_label("Name").fill("river-songs")
+    page.get_by_label("Licence (SPDX)").fill("MIT")
+    page.get_by_label("µ per 1k input tokens").fill("1000")
+    page.get_by_label("µ per 1k output tokens").fill("3000")
+    page.get_by_label("Base model").select_option("tiny")
+    page.get_by_label("Tags").fill("poetry, rivers")
+    page.get_by_label("Description").fill("sings about rivers")
+    shot(page, "publish")
+    page.get_by_role("button", name="Screen and publish").click()
 
-    assert page.get_by_role("heading", name=re.compile(published)).is_visible()
+    page.wait_for_url(re.compile(r"/adapters/river-songs\?version=1.0.0"))
     assert page.get_by_text("Screening report: approved").is_visible()
     assert page.get_by_text(re.compile(r"Verified: entry \d+ is included")).is_visible()
     assert "1,000 µ per 1k input tokens" in page.inner_text("main")
     shot(page, "adapter")
 
+    page.goto("/")
+    page.get_by_label("Words").fill("river-songs")
+    page.get_by_role("button", name="Search").click()
+    assert page.get_by_role("heading", name="1 adapter").is_visible()
+    shot(page, "catalogue")
     page.get_by_role("link", name="Earnings").click()
-    assert page.locator("main").get_by_role("link", name=published).is_visible()
+    assert page.locator("main").get_by_role("link", name="river-songs").is_visible()
     shot(page, "creator-dashboard")
+
+
+def test_a_pickle_uploaded_as_weights_is_refused_and_nothing_is_stored(
+    browser, site, tiny_model_folder, tmp_path
+) -> None:
+    from tests.test_market import make_adapter
+
+    folder = make_adapter(tiny_model_folder, tmp_path / "sneaky", seed=6)
+    pickle = tmp_path / "adapter_model.safetensors"
+    pickle.write_bytes(b"\x80\x04\x95" + b"\0" * 64)  # a pickle wearing the right name
+    with session_scope(site["database"]) as session:
+        versions_before = session.scalar(select(func.count()).select_from(AdapterVersion))
+    page = visitor(browser, site)
+    log_in(page, "cleo")
+    page.goto("/publish")
+    page.get_by_label("Weights").set_input_files(pickle)
+    page.get_by_label("Config").set_input_files(folder / "adapter_config.json")
+    page.get_by_label("Name").fill("sneaky")
+    page.get_by_label("Licence (SPDX)").fill("MIT")
+    page.get_by_label("µ per 1k input tokens").fill("1")
+    page.get_by_label("µ per 1k output tokens").fill("1")
+    page.get_by_label("Base model").select_option("tiny")
+    page.get_by_role("button", name="Screen and publish").click()
+
+    assert "contains a pickle or zip archive" in page.inner_text("#error")
+    assert page.get_by_label("Name").input_value() == "sneaky"  # the form keeps what was typed
+    shot(page, "publish-refused")
+    with session_scope(site["database"]) as session:
+        assert session.scalar(select(func.count()).select_from(AdapterVersion)) == versions_before
 
 
 def test_a_consumer_creates_a_key_uses_the_playground_and_sees_usage_and_balance_change(

@@ -111,3 +111,19 @@ def test_pages_answer_in_html_with_security_headers_and_the_api_stays_json(tmp_p
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie
     assert client.get("/dashboard/ada/consumer").status_code == 200
     database.dispose()
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch) -> None:
+    from viz.serving.app import create_app
+    from viz.web import pages
+
+    monkeypatch.setattr(pages, "UPLOAD_BYTES_MAX", 1000)
+    settings = Settings(home=tmp_path)
+    database = open_database(settings.database_url_resolved)
+    client = TestClient(create_app(settings, database))
+
+    big = client.post("/publish", files={"weights": ("w", b"\0" * 2000)})
+    assert big.status_code == 413 and "the most accepted is 1,000" in big.text
+    small = client.post("/publish", files={"weights": ("w", b"\0" * 10)})
+    assert small.status_code == 403  # read, then refused: no CSRF token, not logged in
+    database.dispose()

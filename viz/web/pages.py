@@ -5,6 +5,7 @@
     GET  /documents/ID-or-SHA256         a document's provenance and the adapters trained on it
     GET  /log[?entry=N]                  the latest signed checkpoint; verify one entry
     GET  /playground, POST /playground   try an adapter or a chain with your API key
+    GET  /publish, POST /publish         a creator uploads a PEFT adapter: screened, then listed
     GET  /login, POST /login, POST /logout, GET /signup, POST /signup
     GET  /dashboard/NAME/creator         earnings per adapter and document, payouts (NAME only)
     GET  /dashboard/NAME/consumer        balance, usage per adapter, API keys (NAME only)
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +36,11 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine as Database
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from viz.accounts.accounts import create_account
 from viz.accounts.keys import create_api_key, revoke_api_key
+from viz.api import load_embedder_cached
 from viz.config import Settings
 from viz.errors import (
     Forbidden,
@@ -45,8 +50,11 @@ from viz.errors import (
     Unauthenticated,
     VizError,
 )
+from viz.market.catalogue import PublishRequest, publish_adapter
+from viz.market.screening import ScreeningLimits
+from viz.routing.profiles import build_profile
 from viz.store.database import session_scope
-from viz.store.schema import Account
+from viz.store.schema import Account, Adapter, BaseModel
 from viz.web import views
 from viz.web.auth import Throttle, check_csrf, log_in, log_out, session_account, set_password
 from viz.web.charts import line_chart
@@ -59,6 +67,13 @@ CSRF_COOKIE = "viz_csrf"
 PROMPT_CHARS_MAX = 4000
 PLAYGROUND_TOKENS_MAX = 256
 SIGNUPS_PER_HOUR_MAX = 30
+UPLOAD_FILES = {  # form field -> the only name it is saved under
+    "weights": "adapter_model.safetensors",
+    "config": "adapter_config.json",
+    "manifest": "viz-manifest.json",
+    "card": "README.md",
+}
+UPLOAD_BYTES_MAX = ScreeningLimits().adapter_bytes_max + 4 * 1024 * 1024
 API_PREFIXES = ("/v1/", "/health", "/metrics", "/docs", "/redoc", "/openapi.json")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -369,6 +384,71 @@ def add_pages(app: FastAPI, settings: Settings, database: Database) -> None:
                 raise Forbidden("only administrators see takedowns")
             return render(request, "takedowns.html", seen, takedowns=views.takedowns_page(session))
 
+    # --- publishing -----------------------------------------------------------------------
+    @router.get("/publish", response_class=HTMLResponse)
+    def publish_form(request: Request) -> Response:
+        with session_scope(database) as session:
+            seen = visit(request, session)
+            if seen.account is None:
+                return RedirectResponse("/login?next=/publish", status_code=303)
+            return render(request, "publish.html", seen, form={}, **publish_choices(session))
+
+    def publish_choices(session: Session) -> dict[str, Any]:
+        return {
+            "bases": list(session.scalars(select(BaseModel.id).order_by(BaseModel.id))),
+            "parents": list(session.scalars(select(Adapter.name).order_by(Adapter.name))),
+            "upload_max": UPLOAD_BYTES_MAX,
+        }
+
+    @router.post("/publish", response_class=HTMLResponse)
+    async def publish(request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit():
+            raise LimitExceeded("an upload must declare its Content-Length; send it from the form")
+        if int(declared) > UPLOAD_BYTES_MAX:
+            raise LimitExceeded(
+                f"the upload is {int(declared):,} bytes; the most accepted is "
+                f"{UPLOAD_BYTES_MAX:,} (the weights' limit plus 4 MiB for the other files)"
+            )
+        async with request.form(max_files=len(UPLOAD_FILES), max_fields=20) as form:
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            with tempfile.TemporaryDirectory(prefix="viz-upload-") as folder:
+                for field, filename in UPLOAD_FILES.items():  # our names, never the client's
+                    upload = form.get(field)
+                    if isinstance(upload, StarletteUploadFile) and upload.filename:
+                        with open(Path(folder) / filename, "wb") as out:
+                            shutil.copyfileobj(upload.file, out, 1024 * 1024)
+                return await asyncio.to_thread(publish_upload, request, fields, Path(folder))
+
+    def publish_upload(request: Request, fields: dict[str, str], folder: Path) -> Response:
+        with session_scope(database) as session:
+            seen = checked_form(request, session, fields.get("csrf_token", ""))
+            if seen.account is None:
+                raise Unauthenticated("log in to publish")
+            try:
+                version, _ = publish_adapter(
+                    session,
+                    settings.blobs_dir,
+                    settings.models_dir,
+                    folder,
+                    _publish_request(fields),
+                    owner=seen.account,
+                )
+                build_profile(session, version, settings.blobs_dir, load_embedder_cached())
+                target = f"/adapters/{version.adapter.name}?version={version.version}"
+            except VizError as error:
+                session.rollback()
+                return render(
+                    request,
+                    "publish.html",
+                    seen,
+                    status=error.http_status,
+                    error=error.message,
+                    form=fields,
+                    **publish_choices(session),
+                )
+        return _secure(RedirectResponse(target, status_code=303))
+
     # --- the playground -------------------------------------------------------------------
     @router.get("/playground", response_class=HTMLResponse)
     def playground_form(request: Request, model: str = "") -> Response:
@@ -452,6 +532,29 @@ async def _ask_api(
         "usage": body["usage"],
         "id": body["id"],
     }
+
+
+def _publish_request(fields: dict[str, str]) -> PublishRequest:
+    """The publish form's fields as a request (publish_adapter checks the values)."""
+
+    def price(field: str) -> int:
+        value = fields.get(field, "").strip()
+        if not value.isdigit():
+            raise InvalidInput(f"{field.replace('_', ' ')} {value!r} must be a whole number of µ")
+        return int(value)
+
+    return PublishRequest(
+        name=fields.get("name", "").strip(),
+        version=fields.get("version", "").strip(),
+        licence=fields.get("licence", "").strip(),
+        price_in_micro=price("price_in"),
+        price_out_micro=price("price_out"),
+        base_id=fields.get("base") or None,
+        parent=fields.get("parent", "").strip() or None,
+        tags=tuple(t.strip() for t in fields.get("tags", "").split(",") if t.strip())[:20],
+        visibility=fields.get("visibility", "public"),
+        description=fields.get("description", "").strip()[:500],
+    )
 
 
 def _local(target: str) -> str:
