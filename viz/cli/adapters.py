@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from viz.accounts import get_account
@@ -290,7 +292,7 @@ def update(
     typer.echo(f"adapter written to {result.folder}")
 
 
-def _next_name(adapters_dir, name: str) -> str:  # type: ignore[no-untyped-def]
+def _next_name(adapters_dir: Path, name: str) -> str:
     """NAME-v2 for NAME, NAME-v3 for NAME-v2, skipping names already taken."""
     import re
 

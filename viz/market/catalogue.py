@@ -45,6 +45,7 @@ __all__ = [
     "publish_adapter",
     "restore_version",
     "search_adapters",
+    "semver_key",
     "takedown_version",
 ]
 
@@ -244,7 +245,7 @@ def find_version(session: Session, reference: str) -> AdapterVersion:
     if not versions:
         known = ", ".join(v.version for v in adapter.versions) or "none"
         raise NotFound(f"{name} has no version {wanted!r} (versions: {known})")
-    return max(versions, key=_semver_key)
+    return max(versions, key=semver_key)
 
 
 def search_adapters(
@@ -297,7 +298,7 @@ def search_adapters(
     newest: dict[int, AdapterVersion] = {}
     for version in session.scalars(query):
         current = newest.get(version.adapter_id)
-        if current is None or _semver_key(version) > _semver_key(current):
+        if current is None or semver_key(version) > semver_key(current):
             newest[version.adapter_id] = version
     found = sorted(newest.values(), key=lambda v: (v.price_out_micro, v.adapter.name))
     return found[:limit]
@@ -479,7 +480,8 @@ def _document_owner_ids(session: Session, version: AdapterVersion) -> set[int]:
     return set(session.scalars(select(Document.owner_id).where(Document.sha256.in_(hashes))))
 
 
-def _semver_key(version: AdapterVersion) -> tuple[int, int, int, int, str]:
+def semver_key(version: AdapterVersion) -> tuple[int, int, int, int, str]:
+    """Sort key for versions by semver precedence (a pre-release sorts before its release)."""
     match = SEMVER.match(version.version)
     assert match is not None, version.version
     major, minor, patch, pre = match.groups()

@@ -433,10 +433,10 @@ def _materialise(blobs_dir: Path, version: AdapterVersion, folder: Path) -> Path
 
 
 def _newest(adapter: Adapter, *, approved: bool) -> AdapterVersion | None:
-    from viz.market.catalogue import _semver_key
+    from viz.market.catalogue import semver_key
 
     versions = [v for v in adapter.versions if v.status == "approved" or not approved]
-    return max(versions, key=_semver_key) if versions else None
+    return max(versions, key=semver_key) if versions else None
 
 
 def _screening_summary(version: AdapterVersion) -> str:

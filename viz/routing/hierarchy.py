@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viz.market.catalogue import _semver_key
+from viz.market.catalogue import semver_key
 from viz.serving.resolve import PARENT_DEPTH_MAX
 from viz.store.schema import Account, Adapter, AdapterVersion
 
@@ -63,7 +63,7 @@ def adapter_tree(session: Session, base_id: str, *, caller: Account | None = Non
             continue
         approved = [v for v in adapter.versions if v.status == "approved"]
         if approved:
-            usable[adapter.id] = (adapter, max(approved, key=_semver_key))
+            usable[adapter.id] = (adapter, max(approved, key=semver_key))
     children: dict[int | None, list[int]] = {}
     for adapter_id, (adapter, _) in usable.items():
         children.setdefault(adapter.parent_id, []).append(adapter_id)

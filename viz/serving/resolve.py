@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from viz.errors import Forbidden, InvalidInput, NotFound
 from viz.ledger import AdapterUse
-from viz.market.catalogue import _semver_key
+from viz.market.catalogue import semver_key
 from viz.serving.adapter_ref import ModelRef, Term
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
 
@@ -124,7 +124,7 @@ def _version(adapter: Adapter, term: Term, caller: Account) -> AdapterVersion:
             raise Forbidden(f"{adapter.name} was taken down and is not served")
         if not approved:
             raise NotFound(f"{adapter.name} has no approved version yet")
-        version = max(approved, key=_semver_key)
+        version = max(approved, key=semver_key)
     if version.status == "taken_down":
         raise Forbidden(f"{adapter.name}@{version.version} was taken down and is not served")
     if version.status != "approved":
