@@ -123,6 +123,17 @@ def published(site, tiny_model_folder, tmp_path_factory) -> str:  # type: ignore
     return "river-poems"
 
 
+def fill_publish_form(page, weights: Path, folder: Path, name: str, price: int) -> None:  # type: ignore[no-untyped-def]
+    """The publish page's required fields: `weights`, `folder`'s config, MIT, the tiny base."""
+    page.get_by_label("Weights").set_input_files(weights)
+    page.get_by_label("Config").set_input_files(folder / "adapter_config.json")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Licence (SPDX)").fill("MIT")
+    page.get_by_label("µ per 1k input tokens").fill(str(price))
+    page.get_by_label("µ per 1k output tokens").fill(str(3 * price))
+    page.get_by_label("Base model").select_option("tiny")
+
+
 def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
     browser, site, tiny_model_folder, tmp_path
 ) -> None:
@@ -133,13 +144,7 @@ def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
     log_in(page, "cleo")
 
     page.get_by_role("link", name="Publish").click()
-    page.get_by_label("Weights").set_input_files(folder / "adapter_model.safetensors")
-    page.get_by_label("Config").set_input_files(folder / "adapter_config.json")
-    page.get_by_label("Name").fill("river-songs")
-    page.get_by_label("Licence (SPDX)").fill("MIT")
-    page.get_by_label("µ per 1k input tokens").fill("1000")
-    page.get_by_label("µ per 1k output tokens").fill("3000")
-    page.get_by_label("Base model").select_option("tiny")
+    fill_publish_form(page, folder / "adapter_model.safetensors", folder, "river-songs", 1000)
     page.get_by_label("Tags").fill("poetry, rivers")
     page.get_by_label("Description").fill("sings about rivers")
     shot(page, "publish")
@@ -174,13 +179,7 @@ def test_a_pickle_uploaded_as_weights_is_refused_and_nothing_is_stored(
     page = visitor(browser, site)
     log_in(page, "cleo")
     page.goto("/publish")
-    page.get_by_label("Weights").set_input_files(pickle)
-    page.get_by_label("Config").set_input_files(folder / "adapter_config.json")
-    page.get_by_label("Name").fill("sneaky")
-    page.get_by_label("Licence (SPDX)").fill("MIT")
-    page.get_by_label("µ per 1k input tokens").fill("1")
-    page.get_by_label("µ per 1k output tokens").fill("1")
-    page.get_by_label("Base model").select_option("tiny")
+    fill_publish_form(page, pickle, folder, "sneaky", 1)
     page.get_by_role("button", name="Screen and publish").click()
 
     assert "contains a pickle or zip archive" in page.inner_text("#error")
