@@ -1,6 +1,6 @@
 """The marketplace on the web: catalogue, adapter and document pages, dashboards, the log, a
-playground, served by `viz serve` beside the API (FastAPI + Jinja2, no JavaScript build)."""
+playground, served by `viz serve` beside the API (FastAPI + Jinja2, no JavaScript build).
 
-from viz.web.pages import add_pages
-
-__all__ = ["add_pages"]
+`viz.web.pages.add_pages` mounts them; it is not imported here, so `viz.web.auth` (used by
+`viz account password`) loads without the pages' FastAPI and model imports.
+"""

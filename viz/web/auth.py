@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -46,8 +47,13 @@ SESSION_TOKEN_BYTES = 32
 SESSIONS_PER_ACCOUNT_MAX = 20
 SESSION_LIFETIME = timedelta(hours=12)
 HASHER = PasswordHasher()  # Argon2id, RFC 9106 low-memory profile (64 MiB, 3 passes)
-# Verified when the account is unknown or has no password, so timing does not tell which.
-_DUMMY_HASH = HASHER.hash("not a password anyone has")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified when the account is unknown or has no password, so timing does not tell which.
+    Made on first use, not at import: every `viz` command imports this module."""
+    return HASHER.hash("not a password anyone has")
 
 
 def set_password(session: Session, account: Account, password: str) -> None:
@@ -76,6 +82,8 @@ class Throttle:
 
     def check(self, name: str) -> None:
         with self._lock:
+            if name not in self._failures:  # a check alone stores nothing
+                return
             recent = self._recent(name)
             if len(recent) >= self.failures_max:
                 wait = int(self.window_s - (time.monotonic() - recent[0])) + 1
@@ -108,7 +116,7 @@ def log_in(session: Session, name: str, password: str, *, throttle: Throttle) ->
     account = session.scalar(select(Account).where(Account.name == name))
     stored = account.password_hash if account is not None else None
     try:
-        HASHER.verify(stored or _DUMMY_HASH, password[:PASSWORD_CHARS_MAX])
+        HASHER.verify(stored or _dummy_hash(), password[:PASSWORD_CHARS_MAX])
         correct = stored is not None
     except (VerificationError, InvalidHashError):
         correct = False

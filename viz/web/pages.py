@@ -454,10 +454,7 @@ def add_pages(app: FastAPI, settings: Settings, database: Database) -> None:
     def playground_form(request: Request, model: str = "") -> Response:
         with session_scope(database) as session:
             seen = visit(request, session)
-            models = [
-                row.name
-                for row in views.catalogue_page(session, views.CatalogueQuery(), seen.account).rows
-            ]
+            models = views.adapter_names(session, seen.account)
             return render(
                 request, "playground.html", seen, models=models, model=model[:200], max_tokens=64
             )
@@ -474,9 +471,9 @@ def add_pages(app: FastAPI, settings: Settings, database: Database) -> None:
         def check() -> tuple[Visit, list[str]]:
             with session_scope(database) as session:
                 seen = checked_form(request, session, csrf_token)
-                rows = views.catalogue_page(session, views.CatalogueQuery(), seen.account).rows
+                models = views.adapter_names(session, seen.account)
                 session.expunge_all()
-                return seen, [row.name for row in rows]
+                return seen, models
 
         seen, models = await asyncio.to_thread(check)
         context: dict[str, Any] = {"models": models, "model": model, "prompt": prompt}

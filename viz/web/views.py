@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from viz.ledger.accounts import Balance, balance_of, consumer_code, creator_code
 from viz.ledger.statements import Statement, statement
 from viz.log.store import prove_entry, sign_checkpoint, verify_proof
 from viz.market.catalogue import USABLE, search_adapters
+from viz.routing.hierarchy import Node, adapter_tree, walk
 from viz.store.schema import (
     Account,
     Adapter,
@@ -44,7 +45,7 @@ __all__ = [
     "CatalogueQuery",
     "ConsumerDashboard",
     "CreatorDashboard",
-    "DomainNode",
+    "adapter_names",
     "adapter_page",
     "catalogue_page",
     "consumer_dashboard",
@@ -70,12 +71,6 @@ class CatalogueQuery:
     domain: str = ""  # an adapter name: itself and its descendants
 
 
-@dataclass
-class DomainNode:
-    name: str
-    children: list[DomainNode] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class CatalogueRow:
     name: str
@@ -97,7 +92,7 @@ class CataloguePage:
     bases: list[str]
     tags: list[str]
     licences: list[str]
-    tree: list[DomainNode]
+    tree: list[Node]  # the hierarchy of every base, as `viz routing tree` shows it
 
 
 def catalogue_page(
@@ -114,9 +109,12 @@ def catalogue_page(
         viewer=viewer,
         limit=500,
     )
+    bases = list(session.scalars(select(BaseModel.id).order_by(BaseModel.id)))
+    tree = [root for base in bases for root in adapter_tree(session, base, caller=viewer)]
+    if query.domain:  # the domain's adapter and everything below it
+        under = {n.name for node in walk(tree) if node.name == query.domain for n in walk([node])}
+        found = [v for v in found if v.adapter.name in under]
     parents = _parents(session)
-    if query.domain:
-        found = [v for v in found if query.domain in _lineage(v.adapter.name, parents)]
     rows = [
         CatalogueRow(
             name=v.adapter.name,
@@ -136,7 +134,7 @@ def catalogue_page(
     return CataloguePage(
         query=query,
         rows=rows,
-        bases=list(session.scalars(select(BaseModel.id).order_by(BaseModel.id))),
+        bases=bases,
         tags=list(
             session.scalars(
                 select(AdapterTag.tag)
@@ -155,8 +153,13 @@ def catalogue_page(
                 .order_by(AdapterVersion.licence)
             )
         ),
-        tree=_tree(session, viewer),
+        tree=tree,
     )
+
+
+def adapter_names(session: Session, viewer: Account | None) -> list[str]:
+    """Names of the adapters the viewer may use, for the playground's suggestions."""
+    return sorted(v.adapter.name for v in search_adapters(session, viewer=viewer, limit=500))
 
 
 def _visible_usable(viewer: Account | None) -> Any:
@@ -182,25 +185,6 @@ def _lineage(name: str, parents: dict[str, str | None]) -> list[str]:
         chain.append(current)
         current = parents.get(current)
     return chain
-
-
-def _tree(session: Session, viewer: Account | None) -> list[DomainNode]:
-    """The hierarchy (general -> language -> domain -> sub-domain) of adapters with a usable
-    version the viewer may see."""
-    names = set(
-        session.scalars(
-            select(Adapter.name)
-            .join(AdapterVersion)
-            .where(_visible_usable(viewer), AdapterVersion.status.in_(USABLE))
-        )
-    )
-    parents = _parents(session)
-    nodes = {name: DomainNode(name) for name in sorted(names)}
-    roots: list[DomainNode] = []
-    for name, node in nodes.items():
-        parent = parents.get(name)
-        (nodes[parent].children if parent in nodes else roots).append(node)
-    return roots
 
 
 # --- one adapter ----------------------------------------------------------------------------
