@@ -34,12 +34,11 @@ from viz.models.memory import measured_bytes, parameter_split  # noqa: E402
 from viz.models.registry import BUILTIN_BASES, builtin_record  # noqa: E402
 from viz.routing.cost import footprint_bytes, kv_cache_bytes  # noqa: E402
 from viz.routing.hardware import detect_hardware  # noqa: E402
-from viz.routing.speed import (  # noqa: E402
-    _seconds_per_token,
+from viz.routing.speed import estimate_speed, load_calibration  # noqa: E402
+from viz.serving.engines.builtin.calibrate import (  # noqa: E402
     calibrate,
-    estimate_speed,
-    load_calibration,
     random_adapter,
+    seconds_per_token,
 )
 
 QUERIES = [
@@ -91,7 +90,7 @@ def main() -> None:
         formula = kv_cache_bytes(config, 512, precision)
         print(f"kv cache {precision} (512 tokens): formula / allocated {formula / allocated:.3f}")
 
-    from viz.serving.multi_lora import LoraBatch, install_hooks
+    from viz.serving.engines.builtin import LoraBatch, install_hooks
 
     for precision in ("fp32", "bf16", "nf4"):
         model = models[precision]
@@ -101,7 +100,7 @@ def main() -> None:
         for adapters in (0, 3):
             mix = [(random_adapter(model, i), 1.0) for i in range(adapters)]
             current[0] = LoraBatch.for_rows([mix]) if mix else None
-            measured_s = _seconds_per_token(model)
+            measured_s = seconds_per_token(model)
             predicted = estimate_speed(here, precision, weights, adapters, calibration)
             default = estimate_speed(here, precision, weights, adapters, None)
             print(

@@ -28,7 +28,8 @@ from viz.routing.hardware import PRESETS, parse_hardware
 from viz.routing.hierarchy import adapter_tree, render_tree, walk
 from viz.routing.profiles import build_profile
 from viz.routing.recommend import RouteRequest, match_query, recommend
-from viz.routing.speed import Calibration, calibrate, estimate_speed
+from viz.routing.speed import Calibration, estimate_speed
+from viz.serving.engines.builtin.calibrate import calibrate
 from viz.store import open_database, session_scope
 from viz.store.schema import Adapter, AdapterTag, AdapterVersion, Document, UsageEvent
 

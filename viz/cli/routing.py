@@ -47,7 +47,7 @@ def recommend(
     """
     from viz.api import recommend_route
     from viz.models import get_base_model
-    from viz.routing.speed import calibrate as run_calibration
+    from viz.serving.engines.builtin.calibrate import calibrate as run_calibration
 
     settings = state(context).settings
     if calibrate:

@@ -268,8 +268,7 @@ def evaluate_routing(
     from viz.routing.hierarchy import adapter_tree, walk
     from viz.routing.profiles import profile_vector
     from viz.routing.recommend import match_query
-    from viz.serving.loaded_adapter import load_lora
-    from viz.serving.multi_lora import LoraBatch, install_hooks
+    from viz.serving.engines.builtin import LoraBatch, install_hooks, load_lora
     from viz.store import open_database, session_scope
     from viz.store.blobs import blob_path
 

@@ -4,8 +4,9 @@ Decoding one token reads every weight once, so it is bound by memory bandwidth:
 
     seconds per token = weight bytes / (bandwidth x efficiency[precision]) x (1 + n x overhead)
 
-`viz recommend --calibrate` measures, on this machine, and caches per machine in
-`$VIZ_HOME/routing/calibration-<machine id>.json`:
+`viz recommend --calibrate` measures, on this machine, with the engine it measures
+(`viz.serving.engines.builtin.calibrate`), and caches per machine in
+`$VIZ_HOME/routing/calibration-<machine id>.json` (this module only reads it):
 - the copy bandwidth (a 256 MB tensor copied, best of 5);
 - seconds per token of the default base in each precision (batch 1, greedy, KV cache, 32
   tokens after a short prompt), which gives each precision's efficiency on this CPU;
@@ -23,18 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from viz.routing.hardware import Hardware, detect_hardware
 
 __all__ = [
     "Calibration",
     "Speed",
-    "calibrate",
     "calibration_path",
     "estimate_speed",
     "load_calibration",
@@ -49,7 +46,6 @@ DEFAULT_ADAPTER_OVERHEAD = 0.15
 GPU_EFFICIENCY = {"fp32": 0.6, "bf16": 0.6, "nf4": 0.3}
 GPU_TOKEN_FLOOR_S = 0.008  # kernel launches for ~30 layers: a GPU decodes no faster than this
 DEFAULT_GPU_BANDWIDTH_GBS = 300.0
-CALIBRATION_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -145,110 +141,3 @@ def estimate_speed(
         basis = f"estimated from {bandwidth:g} GB/s (uncalibrated: run viz recommend --calibrate)"
     seconds = weight_bytes / (bandwidth * 1e9 * efficiency)
     return Speed(seconds * factor, basis)
-
-
-def calibrate(
-    record: Any,
-    models_dir: Path,
-    home: Path,
-    *,
-    precisions: tuple[str, ...] = PRECISIONS,
-    progress: Any = None,
-) -> Calibration:
-    """Measure this machine (see the module docstring), save and return the calibration."""
-    from importlib import metadata
-
-    from viz.models.loading import load_model
-    from viz.models.memory import measured_bytes
-
-    say = progress or (lambda _text: None)
-    hardware = detect_hardware()
-    say("memory bandwidth (256 MB copy, best of 5)")
-    bandwidth = _copy_bandwidth_gbs()
-    seconds: dict[str, float] = {}
-    weights: dict[str, int] = {}
-    overhead: dict[str, float] = {}
-    for precision in precisions:
-        say(f"{record.id} {precision}: {CALIBRATION_TOKENS} tokens")
-        loaded = load_model(record, models_dir, precision=precision)
-        weights[precision] = measured_bytes(loaded.model)
-        seconds[precision] = _seconds_per_token(loaded.model)
-        say(f"{record.id} {precision} with one rank-8 LoRA on every linear layer")
-        overhead[precision] = round(_adapter_overhead(loaded.model, seconds[precision]), 4)
-        del loaded
-    calibration = Calibration(
-        machine=machine_id(hardware),
-        described=hardware.describe(),
-        bandwidth_gbs=round(bandwidth, 2),
-        weight_bytes=weights,
-        seconds_per_token={p: round(s, 5) for p, s in seconds.items()},
-        adapter_overhead=overhead,
-        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        library_versions={m: metadata.version(m) for m in ("torch", "transformers", "peft")},
-    )
-    path = calibration_path(home, calibration.machine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(calibration), indent=2) + "\n")
-    return calibration
-
-
-def _copy_bandwidth_gbs() -> float:
-    import torch
-
-    source = torch.ones(64 * 2**20)  # 256 MB of fp32
-    target = torch.empty_like(source)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        target.copy_(source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.numel() * 4 / best / 1e9  # read + write
-
-
-def _seconds_per_token(model: Any) -> float:
-    """Decode time per token at batch 1 (greedy, KV cache), after a warm-up, best of 2."""
-    import torch
-
-    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
-    best = float("inf")
-    with torch.inference_mode():
-        for _ in range(2):
-            output = model(ids, use_cache=True)
-            cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
-            start = time.perf_counter()
-            for _step in range(CALIBRATION_TOKENS):
-                output = model(token, past_key_values=cache, use_cache=True)
-                cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
-            best = min(best, (time.perf_counter() - start) / CALIBRATION_TOKENS)
-    return best
-
-
-def _adapter_overhead(model: Any, base_seconds: float) -> float:
-    """Extra time per token of one rank-8 LoRA on every linear layer, applied the way `viz
-    serve` applies adapters (the multi-LoRA forward hooks)."""
-    from viz.serving.multi_lora import LoraBatch, install_hooks
-
-    current: list[LoraBatch | None] = [LoraBatch.for_rows([[(random_adapter(model, 0), 1.0)]])]
-    handles = install_hooks(model, current)
-    try:
-        seconds = _seconds_per_token(model)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return max(0.0, seconds / base_seconds - 1)
-
-
-def random_adapter(model: Any, seed: int, rank: int = 8) -> Any:
-    """A random rank-`rank` LoRA on every linear layer of `model` (but the head), for timing."""
-    import torch
-
-    from viz.serving.loaded_adapter import LoadedAdapter
-
-    generator = torch.Generator().manual_seed(seed)
-    modules = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head"):
-            a = torch.randn(rank, module.in_features, generator=generator) * 0.01
-            b = torch.randn(module.out_features, rank, generator=generator) * 0.01
-            modules[name] = (a, b)
-    return LoadedAdapter(-1 - seed, f"random-{seed}", rank, 2.0, modules, 0)

@@ -7,11 +7,9 @@ cache is left-padded to a common length with an attention mask over the padding.
 decodes one token for every row in one forward pass; finished or cancelled rows leave the batch
 at once. Requests wait in a bounded queue: a full queue is refused (`Overloaded`), never grown.
 
-    engine = Engine(model, tokenizer, batch_max=8, queue_max=64)
+    engine = BuiltinEngine(model, tokenizer, batch_max=8, queue_max=64)
     job = engine.submit(prompt_ids, GenerationSettings(max_tokens=64), mix=[(adapter, 0.7)])
-    for piece in job.pieces():
-        print(piece, end="")
-    job.finish_reason, job.completion_tokens
+    "".join(job.pieces()), job.finish_reason, job.completion_tokens
 """
 
 from __future__ import annotations
@@ -19,79 +17,36 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
-from viz.errors import Overloaded, VizError
+from viz.errors import InvalidInput, Overloaded, VizError
 from viz.models.generate import GenerationSettings, TextTracker, end_of_turn_ids, sample
-from viz.serving.loaded_adapter import LoadedAdapter
-from viz.serving.multi_lora import LoraBatch, install_hooks
+from viz.models.loading import PRECISIONS
+from viz.serving.engines import AdapterWeights, EngineLimits
+from viz.serving.engines.builtin.adapter_slots import AdapterSlots
+from viz.serving.engines.builtin.job import Job, Mix
+from viz.serving.engines.builtin.kv_cache import keep_rows, stack
+from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter, load_lora
+from viz.serving.engines.builtin.multi_lora import LoraBatch, install_hooks
 
-__all__ = ["Engine", "Job"]
-
-Mix = list[tuple[LoadedAdapter, float]]
-
-
-@dataclass
-class Job:
-    """One generation: filled by the engine thread, read by the caller through `pieces()`."""
-
-    prompt_ids: list[int]
-    settings: GenerationSettings
-    mix: Mix
-    _tracker: TextTracker
-    finish_reason: str | None = None
-    error: VizError | None = None
-    submitted_at: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-    finished_at: float | None = None
-    _events: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
-    _cancelled: threading.Event = field(default_factory=threading.Event)
-    _length: int = 0
-    _last: int = 0
-    _generator: Any = None
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
-    def text(self) -> str:
-        return self._tracker.text
-
-    @property
-    def completion_tokens(self) -> int:
-        return self._tracker.completion_tokens
-
-    def cancel(self) -> None:
-        """Stop generating (the client went away); tokens made so far stay counted."""
-        self._cancelled.set()
-
-    def pieces(self, timeout_s: float = 600.0) -> Iterator[str]:
-        """Text as it is generated; returns when the job ends, raises its error if it failed."""
-        while True:
-            try:
-                kind, payload = self._events.get(timeout=timeout_s)
-            except queue.Empty:
-                self.cancel()
-                raise VizError(f"generation produced nothing for {timeout_s:.0f} s") from None
-            if kind == "text":
-                yield payload
-            elif kind == "error":
-                assert self.error is not None
-                raise self.error
-            else:
-                return
+__all__ = ["BuiltinEngine"]
 
 
-class Engine:
-    """Continuous batching over one loaded base model (see the module docstring)."""
+class BuiltinEngine:
+    """Continuous batching over one loaded base model (see the module docstring); an `Engine`."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, batch_max: int = 8, queue_max: int = 64
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_max: int = 8,
+        queue_max: int = 64,
+        slots: AdapterSlots | None = None,
     ) -> None:
         self.model = model
+        self.slots = slots if slots is not None else AdapterSlots(2**62)
         self.tokenizer = tokenizer
         self.batch_max = batch_max
         self.queue_max = queue_max
@@ -113,6 +68,40 @@ class Engine:
 
     # --- the caller's side ------------------------------------------------------------------
 
+    @property
+    def limits(self) -> EngineLimits:
+        return EngineLimits(
+            rank_max=None,
+            precisions=PRECISIONS,
+            batch_max=self.batch_max,
+            queue_max=self.queue_max,
+        )
+
+    def compose(self, adapters: Sequence[AdapterWeights]) -> Mix:
+        """The adapters hot-loaded (cached by version in `slots`), checked against the base.
+
+        Raises:
+            InvalidInput: an adapter adapts modules this base does not have.
+            StorageCorrupt: its weights cannot be read.
+        """
+        mix = []
+        for use in adapters:
+
+            def load(use: AdapterWeights = use) -> LoadedAdapter:
+                return load_lora(
+                    use.weights_path, use.config_json, version_id=use.version_id, label=use.label
+                )
+
+            adapter = self.slots.get(use.version_id, load)
+            unknown = sorted(set(adapter.modules) - self.hooked)
+            if unknown:
+                raise InvalidInput(
+                    f"{use.label} adapts {len(unknown)} module(s) this base does not have "
+                    f"(e.g. {unknown[0]}); it was made for another base"
+                )
+            mix.append((adapter, use.weight))
+        return mix
+
     def submit(
         self, prompt_ids: list[int], settings: GenerationSettings, mix: Mix, *, choice: int = 0
     ) -> Job:
@@ -126,7 +115,7 @@ class Engine:
         tracker = TextTracker(self.tokenizer, settings.stop, self.stop_ids)
         job = Job(list(prompt_ids), settings, list(mix), tracker)
         if settings.seed is not None:
-            import torch
+            import torch  # deferred: torch is heavy
 
             job._generator = torch.Generator().manual_seed(settings.seed + choice)
         try:
@@ -166,7 +155,7 @@ class Engine:
     # --- the engine thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        import torch
+        import torch  # deferred: torch is heavy
 
         with torch.inference_mode():
             while not (self._closing.is_set() and not self._active and self._waiting.empty()):
@@ -203,7 +192,7 @@ class Engine:
                     self._fail(job, error)
 
     def _prefill(self, job: Job) -> Any:
-        import torch
+        import torch  # deferred: torch is heavy
 
         self._current[0] = LoraBatch.for_rows([job.mix])
         ids = torch.tensor([job.prompt_ids], device=self.device)
@@ -213,43 +202,15 @@ class Engine:
         return output.past_key_values
 
     def _join(self, joining: list[tuple[Job, Any]]) -> None:
-        """Left-pad the running batch and the new rows' caches to one length and stack them."""
-        import torch
-        from transformers import DynamicCache
-
-        parts: list[tuple[list[Any], list[Any], Any]] = []  # keys, values, mask per group
-        if self._active:
-            layers = self._cache.layers
-            parts.append(([la.keys for la in layers], [la.values for la in layers], self._mask))
-        for _job, cache in joining:
-            length = cache.layers[0].keys.shape[2]
-            mask = torch.ones((1, length), dtype=torch.long, device=self.device)
-            parts.append(
-                ([la.keys for la in cache.layers], [la.values for la in cache.layers], mask)
-            )
-        longest = max(mask.shape[1] for _, _, mask in parts)
-
-        def pad(tensor: Any, dim: int, size: int) -> Any:
-            missing = size - tensor.shape[dim]
-            if missing == 0:
-                return tensor
-            shape = list(tensor.shape)
-            shape[dim] = missing
-            return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-        layer_count = len(parts[0][0])
-        data = []
-        for layer in range(layer_count):
-            keys = torch.cat([pad(p[0][layer], 2, longest) for p in parts], dim=0)
-            values = torch.cat([pad(p[1][layer], 2, longest) for p in parts], dim=0)
-            data.append((keys, values))
-        self._cache = DynamicCache(ddp_cache_data=data, config=self.model.config)
-        self._mask = torch.cat([pad(p[2], 1, longest) for p in parts], dim=0)
+        """Stack the new rows' caches onto the running batch's (see `kv_cache.stack`)."""
+        running = (self._cache, self._mask) if self._active else None
+        caches = [cache for _job, cache in joining]
+        self._cache, self._mask = stack(running, caches, self.model.config, self.device)
         self._active.extend(job for job, _ in joining)
         self._batch_lora = LoraBatch.for_rows([job.mix for job in self._active])
 
     def _step(self) -> None:
-        import torch
+        import torch  # deferred: torch is heavy
 
         rows = len(self._active)
         ids = torch.tensor([[job._last] for job in self._active], device=self.device)
@@ -285,19 +246,11 @@ class Engine:
 
     def _shrink(self, keep: list[int]) -> None:
         """Drop finished rows, and padding columns no remaining row needs."""
-        import torch
-
         self._active = [self._active[row] for row in keep]
         if not keep:
             self._cache = self._mask = self._batch_lora = None
             return
-        index = torch.tensor(keep, device=self.device)
-        mask = self._mask.index_select(0, index)
-        start = int((mask.sum(dim=0) > 0).nonzero()[0])
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
-        self._mask = mask[:, start:]
+        self._mask = keep_rows(self._cache, self._mask, keep, self.device)
         self._batch_lora = LoraBatch.for_rows([job.mix for job in self._active])
 
     def _take(self, job: Job, token: int) -> None:
@@ -341,6 +294,6 @@ class Engine:
 
 
 def _is_hooked(name: str, module: Any) -> bool:
-    import torch
+    import torch  # deferred: torch is heavy
 
     return isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")

@@ -47,7 +47,7 @@ def load_lora(path: Path, config_json: str, *, version_id: int, label: str) -> L
         StorageCorrupt: the file cannot be read as safetensors.
         InvalidInput: the config is not a LoRA config, or A/B pairs are incomplete.
     """
-    from safetensors import safe_open
+    from safetensors import safe_open  # deferred: loads torch tensors
 
     try:
         config = json.loads(config_json)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from viz.serving.loaded_adapter import LoadedAdapter
+from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter
 
 __all__ = ["LoraBatch", "install_hooks"]
 
@@ -44,7 +44,7 @@ class LoraBatch:
     @classmethod
     def for_rows(cls, mixes: list[list[tuple[LoadedAdapter, float]]]) -> LoraBatch:
         """`mixes[row]` lists (adapter, weight) for that row of the batch."""
-        import torch
+        import torch  # deferred: torch is heavy
 
         by_id: dict[int, int] = {}
         batch = cls()
@@ -67,7 +67,7 @@ class LoraBatch:
 
 
 def _stack(name: str, mixes: list[list[tuple[LoadedAdapter, float]]]) -> Any:
-    import torch
+    import torch  # deferred: torch is heavy
 
     parts = [
         [(a.modules[name], w * a.scaling) for a, w in mix if name in a.modules] for mix in mixes
@@ -96,7 +96,7 @@ def _stack(name: str, mixes: list[list[tuple[LoadedAdapter, float]]]) -> Any:
 def install_hooks(model: Any, current: list[LoraBatch | None]) -> list[Any]:
     """Hook every linear layer of `model` (but the output head) to add the LoRA deltas of
     `current[0]`; returns the hook handles."""
-    import torch
+    import torch  # deferred: torch is heavy
 
     handles = []
     for name, module in model.named_modules():
@@ -106,8 +106,8 @@ def install_hooks(model: Any, current: list[LoraBatch | None]) -> list[Any]:
 
 
 def _hook(name: str, current: list[LoraBatch | None]) -> Any:
-    import torch
-    import torch.nn.functional as F  # noqa: N812
+    import torch  # deferred: torch is heavy
+    import torch.nn.functional as F  # noqa: N812  # deferred: torch is heavy
 
     def add_deltas(_module: Any, inputs: tuple[Any, ...], output: Any) -> Any:
         batch = current[0]
