@@ -6,29 +6,21 @@
         print(piece, end="", flush=True)
     print(stream.finish_reason, stream.completion_tokens)
 
-Loaded models are kept per (data folder, model, precision) for the life of the process.
+Loaded models are kept per (data folder, model, precision) for the life of the process
+(`viz.models.loading.load_base_cached`); the embedder, rerankers and catalogue retrieval are
+those of `viz.rag.cache`, the recommender that of `viz.routing.route`, re-exported here.
 """
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine
-
 from viz.config import Settings
 from viz.models.generate import GenerationSettings, TokenStream, generate_text
-from viz.models.loading import LoadedModel, load_model
-from viz.models.registry import get_base_model
-from viz.rag.answer import Answer, RagSettings, Retrieval, answer_question, retrieve
-from viz.rag.embed import Embedder, load_embedder
-from viz.rag.index import Collection, check_query, collection_folder, open_collection
-from viz.rag.ingest import allowed_for_inference
-from viz.rag.rerank import load_reranker
-from viz.routing.recommend import Recommendation, RouteRequest, recommend
-from viz.routing.speed import load_calibration
-from viz.store.database import open_database, session_scope
+from viz.models.loading import LoadedModel, load_base_cached
+from viz.rag.answer import Answer, RagSettings, answer_question
+from viz.rag.cache import load_embedder_cached, load_reranker_cached, retrieve_from_catalogue
+from viz.rag.index import check_query, collection_folder, open_collection
+from viz.routing.route import recommend_route
+from viz.store.database import open_database
 
 __all__ = [
     "ask",
@@ -46,7 +38,7 @@ def load_base(
 ) -> LoadedModel:
     """Load a registered base model (the default one if `model_id` is None), cached in-process."""
     settings = settings or Settings()
-    return _load(
+    return load_base_cached(
         settings.database_url_resolved,
         settings.models_dir.resolve(),
         model_id or settings.default_base_model,
@@ -134,76 +126,3 @@ def ask(
         )
     finally:
         index.close()
-
-
-def retrieve_from_catalogue(
-    collection: Collection,
-    question: str,
-    options: RagSettings,
-    database: Engine,
-    settings: Settings,
-    *,
-    reranker: str,
-    llm: LoadedModel | None = None,
-    paths: bool = True,
-) -> Retrieval:
-    """Retrieve (and rerank, if `options.candidates`) with the process's cached embedder and
-    reranker, dropping documents the catalogue no longer allows for inference."""
-    embedder = load_embedder_cached() if options.mode != "lexical" else None
-    scorer = (
-        load_reranker_cached(reranker, settings, llm, paths=paths) if options.candidates else None
-    )
-    with session_scope(database) as session:
-        return retrieve(
-            collection,
-            question,
-            options,
-            embedder=embedder,
-            reranker=scorer,
-            allowed=lambda ids: allowed_for_inference(session, ids),
-        )
-
-
-@cache
-def load_embedder_cached() -> Embedder:
-    """The default embedder, loaded once per process."""
-    return load_embedder()
-
-
-def load_reranker_cached(
-    spec: str, settings: Settings, llm: LoadedModel | None = None, *, paths: bool = True
-) -> Any:
-    """A reranker by name, path (if `paths`) or `llm` (scoring with `llm`), loaded once per
-    process."""
-    key = (str(settings.home.resolve()), spec, id(llm) if spec == "llm" else 0, paths)
-    if key not in _RERANKERS:
-        _RERANKERS[key] = load_reranker(spec, settings.home, llm=llm, paths=paths)
-    return _RERANKERS[key]
-
-
-_RERANKERS: dict[tuple[str, str, int, bool], Any] = {}
-
-
-@cache
-def _load(database_url: str, models_dir: Path, model_id: str, precision: str) -> LoadedModel:
-    engine = open_database(database_url)
-    try:
-        with session_scope(engine) as session:
-            record = get_base_model(session, model_id)
-    finally:
-        engine.dispose()
-    return load_model(record, models_dir, precision=precision)
-
-
-def recommend_route(
-    session: Any, settings: Settings, request: RouteRequest, *, caller: Any = None
-) -> Recommendation:
-    """The recommender with this process's embedder and this machine's cached calibration."""
-    return recommend(
-        session,
-        settings,
-        request,
-        embedder=load_embedder_cached(),
-        calibration=load_calibration(settings.home),
-        caller=caller,
-    )

@@ -144,12 +144,12 @@ def build_hierarchy(
     from transformers import AutoTokenizer
 
     from viz.accounts import create_account, get_account
-    from viz.api import load_embedder_cached
     from viz.documents import DocumentInput, add_documents
     from viz.errors import NotFound
     from viz.market.catalogue import PublishRequest, publish_adapter
     from viz.models import get_base_model
     from viz.models.loading import ensure_cached
+    from viz.rag.cache import load_embedder_cached
     from viz.routing.profiles import build_profile
     from viz.store import open_database, session_scope
     from viz.store.schema import Adapter
@@ -261,10 +261,10 @@ def evaluate_routing(
     say: Any = print,
 ) -> dict[str, Any]:
     """Route every query, score answer quality on a sample; write report.md and results.json."""
-    from viz.api import load_embedder_cached
     from viz.models import get_base_model
     from viz.models.generate import GenerationSettings, generate_text
     from viz.models.loading import load_model
+    from viz.rag.cache import load_embedder_cached
     from viz.routing.hierarchy import adapter_tree, walk
     from viz.routing.profiles import profile_vector
     from viz.routing.recommend import match_query

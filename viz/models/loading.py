@@ -19,18 +19,26 @@ import shutil
 import sys
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput, NotFound, StorageCorrupt
-from viz.models.registry import BUILTIN_BASES, builtin_source_path, folder_weights_sha256
+from viz.models.registry import (
+    BUILTIN_BASES,
+    builtin_source_path,
+    folder_weights_sha256,
+    get_base_model,
+)
 from viz.store.blobs import sha256_file
+from viz.store.database import open_database, session_scope
 from viz.store.schema import BaseModel
 
 __all__ = [
     "PRECISIONS",
     "LoadedModel",
     "ensure_cached",
+    "load_base_cached",
     "load_model",
     "model_folder",
     "quiet_transformers",
@@ -280,3 +288,18 @@ def quiet_transformers() -> Any:
     # calls the old names, which only warn.
     warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
     return transformers
+
+
+@cache
+def load_base_cached(
+    database_url: str, models_dir: Path, model_id: str, precision: str
+) -> LoadedModel:
+    """Registered base `model_id` loaded in `precision`, once per process (`viz.api.load_base`,
+    the CLI's experiments and the benches share it)."""
+    database = open_database(database_url)
+    try:
+        with session_scope(database) as session:
+            record = get_base_model(session, model_id)
+    finally:
+        database.dispose()
+    return load_model(record, models_dir, precision=precision)

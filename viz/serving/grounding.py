@@ -35,6 +35,7 @@ from viz.rag.answer import (
     cite,
     grounded_messages,
 )
+from viz.rag.cache import retrieve_from_catalogue
 from viz.rag.index import Collection, collection_folder, open_collection
 
 __all__ = ["Grounding", "RagOptions", "Retriever"]
@@ -114,8 +115,6 @@ class Retriever:
     def _ground(
         self, options: RagOptions, messages: list[dict[str, str]]
     ) -> tuple[Grounding, list[dict[str, str]]]:
-        from viz.api import retrieve_from_catalogue
-
         questions = [m["content"] for m in messages if m["role"] == "user"]
         if not questions:
             raise InvalidInput("viz.rag needs a user message: it is the question")

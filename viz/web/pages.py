@@ -40,7 +40,6 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from viz.accounts.accounts import create_account
 from viz.accounts.keys import create_api_key, revoke_api_key
-from viz.api import load_embedder_cached
 from viz.config import Settings
 from viz.errors import (
     Forbidden,
@@ -52,6 +51,7 @@ from viz.errors import (
 )
 from viz.market.catalogue import PublishRequest, publish_adapter
 from viz.market.screening import ScreeningLimits
+from viz.rag.cache import load_embedder_cached
 from viz.routing.profiles import build_profile
 from viz.store.database import session_scope
 from viz.store.schema import Account, Adapter, BaseModel
