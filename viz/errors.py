@@ -1,9 +1,10 @@
 """One error tree for all of Viz.
 
-Every error a user can cause is a `VizError`. Each class carries the HTTP status the API answers
-with and the exit code the CLI leaves with; the CLI (`viz.cli.main`) and, later, the HTTP API
-translate them in exactly one place each. A message names the problem, the value seen and the
-next step.
+Every error a user can cause is a `VizError`. Each class carries what the HTTP API answers with
+(`http_status`, and the OpenAI error body's `openai_type` and `openai_code`; the web pages answer
+with the same status) and the exit code the CLI leaves with; the CLI (`viz.cli.main`) and the
+HTTP API (`viz.serving.responses.error_response`) translate them in exactly one place each. A
+message names the problem, the value seen and the next step.
 
 `assert` is for our own bugs; these classes are for the user's input and the world's state.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "PaymentRequired",
     "Conflict",
     "LimitExceeded",
+    "PayloadTooLarge",
     "Overloaded",
     "StorageCorrupt",
     "LedgerCorrupt",
@@ -30,6 +32,8 @@ class VizError(Exception):
     """Base of every error Viz raises on purpose."""
 
     http_status: int = 500
+    openai_type: str = "server_error"
+    openai_code: str | None = None
     exit_code: int = 1
 
     def __init__(self, message: str) -> None:
@@ -41,6 +45,8 @@ class NotFound(VizError):
     """A named thing (account, key, document, model) does not exist."""
 
     http_status = 404
+    openai_type = "invalid_request_error"
+    openai_code = "model_not_found"  # what the API is asked for is a model
     exit_code = 3
 
 
@@ -48,6 +54,7 @@ class InvalidInput(VizError):
     """The input is malformed: a bad licence, an unreadable file, an out-of-range option."""
 
     http_status = 400
+    openai_type = "invalid_request_error"
     exit_code = 2
 
 
@@ -55,6 +62,7 @@ class Forbidden(VizError):
     """The caller is known but not allowed to do this."""
 
     http_status = 403
+    openai_type = "permission_denied"
     exit_code = 4
 
 
@@ -62,12 +70,16 @@ class Unauthenticated(Forbidden):
     """No valid credentials: a wrong, malformed or revoked API key."""
 
     http_status = 401
+    openai_type = "invalid_request_error"
+    openai_code = "invalid_api_key"
 
 
 class PaymentRequired(VizError):
-    """The consumer's balance cannot pay for the request."""
+    """The consumer's balance cannot pay for the request (HTTP 429, as OpenAI answers it)."""
 
-    http_status = 402
+    http_status = 429
+    openai_type = "insufficient_quota"
+    openai_code = "insufficient_quota"
     exit_code = 5
 
 
@@ -75,20 +87,33 @@ class Conflict(VizError):
     """The request clashes with what is stored: a duplicate, an immutable version."""
 
     http_status = 409
+    openai_type = "invalid_request_error"
+    openai_code = "idempotency_conflict"  # the API's only conflict: a reused Idempotency-Key
     exit_code = 6
 
 
 class LimitExceeded(VizError):
-    """A named maximum (upload size, prompt length, queue depth) would be exceeded."""
+    """A named maximum (prompt length, max_tokens, a rate) would be exceeded (HTTP 400)."""
+
+    http_status = 400
+    openai_type = "invalid_request_error"
+    openai_code = "context_length_exceeded"  # the API's limits are on prompt and answer size
+    exit_code = 7
+
+
+class PayloadTooLarge(LimitExceeded):
+    """An upload is over its size limit (HTTP 413)."""
 
     http_status = 413
-    exit_code = 7
+    openai_code = None
 
 
 class Overloaded(VizError):
     """The server's request queue is full: retry in a moment (HTTP 429)."""
 
     http_status = 429
+    openai_type = "rate_limit_exceeded"
+    openai_code = "rate_limit_exceeded"
     exit_code = 9
 
 
@@ -110,5 +135,5 @@ class LedgerCorrupt(StorageCorrupt):
 class Interrupted(VizError):
     """Long work (training) was stopped by the user; it left a checkpoint to resume from."""
 
-    http_status = 503
+    http_status = 500
     exit_code = 130

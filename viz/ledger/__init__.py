@@ -1,9 +1,9 @@
 """The ledger: double-entry accounts and transfers, metering -> royalties, payouts, verify.
 
 Money is an integer count of micro-units (1 unit = 1,000,000). See `transfers` for the rules a
-transfer obeys, `pricing` for how a charge is split, `metering` for usage events, `verify` for
-what `viz ledger verify` checks, `shares` for the royalty shares a merged version pays its
-contributors.
+transfer obeys, `pricing` for how a charge is split, `metering` for usage events, `requests` for
+what the ledger knows of one request, `verify` for what `viz ledger verify` checks, `shares` for
+the royalty shares a merged version pays its contributors.
 """
 
 from viz.ledger.accounts import (
@@ -40,6 +40,7 @@ from viz.ledger.payouts import (
     transfer,
     transfer_group,
 )
+from viz.ledger.requests import RequestState, request_state
 from viz.ledger.shares import set_version_shares, version_shares
 from viz.ledger.statements import Entry, Statement, balances, history, resolve_codes, statement
 from viz.ledger.transfers import AMOUNT_MAX, Book, Posted, Transfer
@@ -64,6 +65,7 @@ __all__ = [
     "RecordOnly",
     "Release",
     "Report",
+    "RequestState",
     "Settlement",
     "Statement",
     "Transfer",
@@ -76,6 +78,7 @@ __all__ = [
     "payout",
     "quote",
     "release_escrow",
+    "request_state",
     "reserve",
     "resolve_codes",
     "set_credit_limit",

@@ -46,6 +46,7 @@ from viz.errors import (
     InvalidInput,
     LimitExceeded,
     NotFound,
+    PayloadTooLarge,
     Unauthenticated,
     VizError,
 )
@@ -404,9 +405,11 @@ def add_pages(app: FastAPI, settings: Settings, database: Database) -> None:
     async def publish(request: Request) -> Response:
         declared = request.headers.get("content-length", "")
         if not declared.isdigit():
-            raise LimitExceeded("an upload must declare its Content-Length; send it from the form")
+            raise PayloadTooLarge(
+                "an upload must declare its Content-Length; send it from the form"
+            )
         if int(declared) > UPLOAD_BYTES_MAX:
-            raise LimitExceeded(
+            raise PayloadTooLarge(
                 f"the upload is {int(declared):,} bytes; the most accepted is "
                 f"{UPLOAD_BYTES_MAX:,} (the weights' limit plus 4 MiB for the other files)"
             )
