@@ -39,7 +39,9 @@ from viz.ledger import topup  # noqa: E402
 from viz.models.generate import GenerationSettings, TokenStream, chat_prompt_ids  # noqa: E402
 from viz.models.loading import ensure_cached, load_model  # noqa: E402
 from viz.models.registry import BUILTIN_BASES, builtin_record  # noqa: E402
-from viz.serving import Engine, load_lora, parse_model  # noqa: E402
+from viz.serving import parse_model  # noqa: E402
+from viz.serving.engines.builtin import BuiltinEngine as Engine  # noqa: E402
+from viz.serving.engines.builtin import load_lora  # noqa: E402
 from viz.serving.resolve import resolve  # noqa: E402
 from viz.store import open_database, session_scope  # noqa: E402
 from viz.store.blobs import blob_path, put_blob  # noqa: E402
@@ -185,7 +187,7 @@ def _api_overhead(record, models_dir, folder: Path, prompt_ids, calls: int) -> N
     import openai
     import uvicorn
 
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     home = Path(tempfile.mkdtemp(prefix="viz-bench-api-"))
     (home / "models").symlink_to(models_dir.resolve(), target_is_directory=True)

@@ -47,7 +47,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, models_dir, embedder, tiny_reranker) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     home = tmp_path_factory.mktemp("rag-home")
     (home / "models").symlink_to(models_dir, target_is_directory=True)

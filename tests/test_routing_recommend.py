@@ -288,7 +288,7 @@ def test_viz_recommend_prints_the_choice_alternatives_and_why(world) -> None:
 
 
 def test_model_auto_in_the_api_returns_and_charges_the_chosen_chain(world) -> None:
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     with world.session() as session:
         key = create_api_key(session, get_account(session, "ada")).token

@@ -21,7 +21,9 @@ from viz.errors import InvalidInput
 from viz.ledger import balances, topup
 from viz.models.generate import GenerationSettings, TokenStream, chat_prompt_ids
 from viz.models.loading import load_model
-from viz.serving import Engine, load_lora, parse_model
+from viz.serving import parse_model
+from viz.serving.engines.builtin import BuiltinEngine as Engine
+from viz.serving.engines.builtin import load_lora
 from viz.store import open_database, session_scope
 from viz.store.schema import AdapterVersion, UsageEvent
 
@@ -150,7 +152,7 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, adapters, models_dir) -> Iterator[Api]:  # type: ignore[no-untyped-def]
 
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     home = tmp_path_factory.mktemp("serve-home")
     (home / "models").symlink_to(models_dir, target_is_directory=True)
@@ -668,7 +670,7 @@ def _folder(api: Api, name: str) -> Path:
 
 
 def test_the_adapter_cache_is_bounded_by_bytes_least_recent_out() -> None:
-    from viz.serving import AdapterSlots, LoadedAdapter
+    from viz.serving.engines.builtin import AdapterSlots, LoadedAdapter
 
     def adapter(version_id: int, size: int) -> LoadedAdapter:
         return LoadedAdapter(version_id, f"a{version_id}", 8, 2.0, {}, size)

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, tiny_model_folder) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     home = tmp_path_factory.mktemp("web-home")
     settings = Settings(home=home)

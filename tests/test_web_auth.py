@@ -81,7 +81,7 @@ def test_csrf_tokens_must_match_and_redirects_stay_on_the_site() -> None:
 
 
 def test_pages_answer_in_html_with_security_headers_and_the_api_stays_json(tmp_path) -> None:
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     settings = Settings(home=tmp_path)
     database = open_database(settings.database_url_resolved)
@@ -114,7 +114,7 @@ def test_pages_answer_in_html_with_security_headers_and_the_api_stays_json(tmp_p
 
 
 def test_an_upload_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch) -> None:
-    from viz.serving.app import create_app
+    from viz.app import create_app
     from viz.web import pages
 
     monkeypatch.setattr(pages, "UPLOAD_BYTES_MAX", 1000)

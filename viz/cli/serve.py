@@ -19,9 +19,9 @@ def serve(
     Example: viz serve --port 8000   (then open http://127.0.0.1:8000/ in a browser, or
     OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="viz_..."))
     """
-    import uvicorn
+    import uvicorn  # deferred: the server and the app (FastAPI, pages) cost every viz command
 
-    from viz.serving.app import create_app
+    from viz.app import create_app
 
     cli = state(context)
     app = create_app(cli.settings, cli.engine())

@@ -1,0 +1,299 @@
+"""One metered call: authenticate, resolve, reserve, run, then settle or void.
+
+`begin` authenticates the Bearer key and resolves the model (or lets the recommender choose for
+`model: "auto"`), retrieves sources for `viz.rag`, tokenises and hot-loads adapters outside any
+transaction, reserves what the request may cost (max_tokens x n) in a short one, then queues the
+generations on the engine. `Call.finish` settles the tokens delivered (voids the hold if none
+were), counts metrics and logs one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from viz.accounts.keys import authenticate
+from viz.errors import InvalidInput, PaymentRequired, Unauthenticated
+from viz.ledger import Usage, quote, reserve, settle, void_reservation
+from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
+from viz.routing.hardware import parse_hardware
+from viz.routing.recommend import QUERY_CHARS_MAX, RouteRequest
+from viz.routing.route import recommend_route
+from viz.serving.adapter_ref import parse_model
+from viz.serving.engines import Engine, Generation
+from viz.serving.grounding import Grounding
+from viz.serving.idempotency import attempt
+from viz.serving.protocol import CompletionBody, RouteOptions
+from viz.serving.resolve import Resolved, resolve
+from viz.serving.server import Server
+from viz.store.database import session_scope
+from viz.store.schema import Account
+
+__all__ = ["Call", "Unanswerable", "begin", "caller"]
+
+log = logging.getLogger("viz.serving")
+
+
+@dataclass
+class Call:
+    """A request in flight: who, what, how much was reserved, and the generations running it."""
+
+    server: Server
+    account: Account
+    request_id: str
+    resolved: Resolved
+    prompt_ids: list[int]
+    options: GenerationSettings
+    n: int
+    grounding: Grounding | None = None
+    route: dict[str, Any] | None = None
+    jobs: list[Generation] = field(default_factory=list)
+    reserved: bool = False
+    settled: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def usage(self, completion_tokens: int, *, most: bool = False) -> Usage:
+        """The usage to settle; `most` prices every source as cited (for the reservation)."""
+        citations: tuple[int, ...] = ()
+        if self.grounding is not None:
+            cited = None if most else self.grounding.cited
+            citations = self.grounding.document_ids(cited)
+        return Usage(
+            request_id=self.request_id,
+            consumer=self.account.name,
+            base=self.resolved.base_id,
+            tokens_in=len(self.prompt_ids),
+            tokens_out=completion_tokens,
+            composition=self.resolved.composition(),
+            citations=citations,
+        )
+
+    def reserve(self, session: Session) -> None:
+        """Hold what the request may cost (max_tokens x n), in the caller's transaction.
+
+        Raises:
+            PaymentRequired: the consumer's balance cannot cover it (HTTP 429 insufficient_quota).
+        """
+        settings = self.server.settings
+        most = quote(
+            session,
+            self.usage(self.options.max_tokens * self.n, most=True),
+            fee_bps=settings.platform_fee_bps,
+        )
+        if not most:
+            return
+        try:
+            reserve(
+                session,
+                self.request_id,
+                self.account.name,
+                most,
+                timeout_s=settings.reservation_timeout_s,
+            )
+        except PaymentRequired as error:
+            raise PaymentRequired(
+                f"insufficient quota: this request may cost up to {most} micro-units "
+                f"({self.options.max_tokens} tokens x {self.n}); {error.message}"
+            ) from error
+        self.reserved = True
+
+    def start(self, engine: Engine, composition: Any) -> None:
+        """Queue the generations (after `reserve` committed); any failure voids the hold."""
+        try:
+            for choice in range(self.n):
+                self.jobs.append(
+                    engine.submit(self.prompt_ids, self.options, composition, choice=choice)
+                )
+        except BaseException:
+            self.abandon()
+            raise
+        self.server.queue.set(engine.waiting)
+
+    def abandon(self) -> None:
+        """Stop the generations and settle what was delivered (nothing: the hold is voided)."""
+        for job in self.jobs:
+            job.cancel()
+        if not self.settled:
+            self.finish(failed=True, tokens=0)
+
+    def finish(self, *, failed: bool = False, tokens: int | None = None) -> int:
+        """Settle the tokens delivered (`tokens`, else all generated; void if none were);
+        returns them. Settles once."""
+        if tokens is None:
+            tokens = sum(job.completion_tokens for job in self.jobs)
+        if self.settled:
+            return tokens
+        self.settled = True
+        server = self.server
+        with session_scope(server.database) as session:
+            if failed and tokens == 0 and self.reserved:
+                void_reservation(session, self.request_id)
+            elif self.reserved or tokens or not failed:
+                settle(session, self.usage(tokens), fee_bps=server.settings.platform_fee_bps)
+        self._record("error" if failed else "ok", tokens)
+        return tokens
+
+    def _record(self, status: str, tokens: int) -> None:
+        """Count the request in the metrics of each model part and log it as one JSON line."""
+        server, seconds = self.server, time.monotonic() - self.started
+        for part in [u.label for u in self.resolved.uses] or [self.resolved.base_id]:
+            server.requests.labels(part, status).inc()
+            server.tokens.labels(part, "in").inc(len(self.prompt_ids))
+            server.tokens.labels(part, "out").inc(tokens)
+            server.latency.labels(part).observe(seconds)
+        line = {
+            "request_id": self.request_id,
+            "account": self.account.name,
+            "model": self.resolved.model,
+            "status": status,
+            "tokens_in": len(self.prompt_ids),
+            "tokens_out": tokens,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+        log.info(json.dumps(line))
+
+
+@dataclass(frozen=True)
+class Unanswerable:
+    """`viz.rag` found nothing relevant: answer "cannot find" without generating or charging."""
+
+    request_id: str
+    model: str
+    grounding: Grounding
+    route: dict[str, Any] | None
+
+
+def begin(
+    server: Server,
+    request: Request,
+    body: CompletionBody,
+    authorization: str | None,
+    idempotency_key: str | None,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+) -> Call | Unanswerable | dict[str, Any]:
+    """Authenticate and resolve; retrieve sources (viz.rag); load, tokenise and hot-load
+    outside any transaction; reserve in a short one; then queue. A dict is the replay of an
+    earlier answer with the same Idempotency-Key."""
+    settings = server.settings
+    options = _sampling(body, settings.generate_tokens_max)
+    with session_scope(server.database) as session:
+        account = caller(session, authorization)
+        request_id = request.state.request_id
+        if idempotency_key:
+            found = attempt(server.replays, session, account, idempotency_key)
+            if isinstance(found, dict):
+                return found
+            request_id = request.state.request_id = found
+        resolved, route = _resolve(server, session, body, account, messages, prompt, options)
+        session.flush()
+        session.expunge(account)
+    engine = server.engine(resolved.base_id, resolved.precision)
+    grounding = None
+    if body.viz.rag is not None:
+        if messages is None:
+            raise InvalidInput("viz.rag works with chat completions (/v1/chat/completions)")
+        if body.viz.rag.reranker == "llm":
+            raise InvalidInput(
+                "the llm reranker is not served (it would share the generating model); use a "
+                "trained reranker (viz rag train-reranker) or candidates: 0"
+            )
+        grounding, messages = server.retriever.ground(body.viz.rag, messages)
+        if not grounding.relevant:
+            return Unanswerable(request_id, resolved.model, grounding, route)
+    if messages is not None:
+        ids = chat_prompt_ids(
+            engine.tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max
+        )
+    else:
+        ids = text_prompt_ids(
+            engine.tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max
+        )
+    composition = server.compose(resolved, engine)
+    call = Call(server, account, request_id, resolved, ids, options, body.n, grounding, route)
+    with session_scope(server.database) as session:
+        call.reserve(session)
+    call.start(engine, composition)
+    return call
+
+
+def caller(session: Session, authorization: str | None) -> Account:
+    """The account of the `Authorization: Bearer viz_...` header.
+
+    Raises:
+        Unauthenticated: no header, or a wrong, malformed or revoked key.
+    """
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthenticated(
+            "no API key: send 'Authorization: Bearer viz_...' (create a key with: viz keys create)"
+        )
+    return authenticate(session, authorization[7:])
+
+
+def _sampling(body: CompletionBody, max_tokens_limit: int) -> GenerationSettings:
+    """The body's sampling settings, checked (InvalidInput / LimitExceeded)."""
+    max_tokens = body.max_completion_tokens or body.max_tokens or 256
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    options = GenerationSettings(max_tokens, body.temperature, body.top_p, body.seed, stop)
+    options.check(max_tokens_limit=max_tokens_limit)
+    return options
+
+
+def _resolve(
+    server: Server,
+    session: Session,
+    body: CompletionBody,
+    account: Account,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+    options: GenerationSettings,
+) -> tuple[Resolved, dict[str, Any] | None]:
+    """The base and adapters to run, and for `model: "auto"` the recommender's choice."""
+    ref = parse_model(body.model)
+    route = None
+    if ref.auto:
+        route = _route(server, session, body, account, messages, prompt, options.max_tokens)
+        ref = parse_model(route["model"])
+    elif body.viz.route is not None:
+        raise InvalidInput('viz.route goes with model "auto"; drop it or ask for "auto"')
+    resolved = resolve(
+        session,
+        ref,
+        account,
+        parents=body.viz.parents,
+        precision=route["precision"] if route else None,
+    )
+    return resolved, route
+
+
+def _route(
+    server: Server,
+    session: Session,
+    body: CompletionBody,
+    account: Account,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+    max_tokens: int,
+) -> dict[str, Any]:
+    """`model: "auto"`: the recommender's choice for the last user message (or the prompt)."""
+    options = body.viz.route or RouteOptions()
+    if messages is not None:
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        query = users[-1] if users else messages[-1]["content"]
+    else:
+        query = prompt or ""
+    request = RouteRequest(
+        query[-QUERY_CHARS_MAX:],
+        parse_hardware(options.hardware) if options.hardware else server.hardware,
+        budget_micro=options.budget,
+        max_latency_ms=options.max_latency_ms,
+        context_tokens=options.context_tokens,
+        reply_tokens=max_tokens,
+    )
+    return recommend_route(session, server.settings, request, caller=account).to_json()

@@ -1,0 +1,216 @@
+"""The answers: OpenAI JSON completions, SSE streams, the "cannot find" answer, error bodies.
+
+A stream settles in its `finally`, so a client that disconnects pays for the tokens already
+streamed; an error after the first byte is sent as one `data: {"error": ...}` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from viz.errors import VizError
+from viz.rag.answer import CANNOT_FIND
+from viz.serving.call import Call, Unanswerable
+from viz.serving.engines import Generation
+from viz.serving.grounding import Grounding
+
+__all__ = ["Kind", "cannot_find", "collect", "error_response", "stream"]
+
+log = logging.getLogger("viz.serving")
+Kind = Literal["chat", "text"]
+
+
+def collect(call: Call, kind: Kind) -> dict[str, Any]:
+    """Wait for every choice and answer with one JSON completion (settling the call)."""
+    texts = []
+    try:
+        for job in call.jobs:
+            texts.append("".join(job.pieces()))
+    except VizError:
+        call.abandon()  # the client gets an error, not the text: nothing to charge
+        raise
+    if call.grounding is not None:
+        texts = [call.grounding.cite(text) for text in texts]
+    tokens = call.finish()
+    choices = []
+    for index, (job, text) in enumerate(zip(call.jobs, texts, strict=True)):
+        reason = _finish_reason(job)
+        if kind == "chat":
+            message = {"role": "assistant", "content": text}
+            choices.append(
+                {"index": index, "message": message, "finish_reason": reason, "logprobs": None}
+            )
+        else:
+            choices.append(
+                {"index": index, "text": text, "finish_reason": reason, "logprobs": None}
+            )
+    return {
+        "id": call.request_id,
+        "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": call.resolved.model,
+        "choices": choices,
+        "usage": _usage(call, tokens),
+        **_viz_fields(call.grounding, call.route),
+    }
+
+
+class _Events:
+    """The SSE events of one streamed completion."""
+
+    def __init__(self, call: Call, kind: Kind) -> None:
+        self.call, self.kind, self.created = call, kind, int(time.time())
+
+    def chunk(self, index: int, text: str | None, reason: str | None, first: bool = False) -> str:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if text:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": reason}
+        else:
+            choice = {"index": index, "text": text or "", "finish_reason": reason}
+        return self.event([choice])
+
+    def event(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        payload = {
+            "id": self.call.request_id,
+            "object": "chat.completion.chunk" if self.kind == "chat" else "text_completion",
+            "created": self.created,
+            "model": self.call.resolved.model,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(payload)}\n\n"
+
+
+async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[str]:
+    """The choices as SSE events, one after another, then the viz fields, usage and [DONE]."""
+    events = _Events(call, kind)
+    failed = True
+    sent = 0  # tokens of the choices streamed so far: what a client that leaves pays for
+    try:
+        for index, job in enumerate(call.jobs):
+            if kind == "chat":
+                yield events.chunk(index, None, None, first=True)
+            pieces: Iterator[str] = job.pieces()
+            text = ""
+            while True:
+                piece = await asyncio.to_thread(next, pieces, None)
+                if piece is None:
+                    break
+                text += piece
+                yield events.chunk(index, piece, None)
+            if call.grounding is not None:
+                marked = call.grounding.cite(text)
+                if len(marked) > len(text.strip()):  # an attributed source's marker
+                    yield events.chunk(index, marked[len(text.strip()) :], None)
+            sent += job.completion_tokens
+            yield events.chunk(index, None, _finish_reason(job))
+        failed = False
+    except VizError as error:
+        message = {
+            "error": {"message": error.message, "type": "server_error", "param": None, "code": None}
+        }
+        yield f"data: {json.dumps(message)}\n\n"
+    finally:
+        # Runs also when the client went away (the task is being cancelled, so nothing here may
+        # await): stop generating and settle, synchronously, the tokens already streamed.
+        tokens = _settle_stream(call, failed, sent)
+    extra = _viz_fields(call.grounding, call.route)
+    if extra:
+        yield events.event([], **extra)
+    if include_usage:
+        yield events.event([], usage=_usage(call, tokens))
+    yield "data: [DONE]\n\n"
+
+
+def _settle_stream(call: Call, failed: bool, sent: int) -> int:
+    """Stop every generation and settle what was delivered (all of it, unless the stream
+    failed or was left: the choices streamed whole plus the one streaming); returns it."""
+    streaming = next((j for j in call.jobs if j.finish_reason is None), None)
+    for job in call.jobs:
+        job.cancel()
+    delivered = (
+        sum(j.completion_tokens for j in call.jobs)
+        if not failed
+        else sent + (streaming.completion_tokens if streaming is not None else 0)
+    )
+    try:
+        return call.finish(failed=failed, tokens=delivered)
+    except VizError as error:  # never lose the stream's end over a ledger refusal
+        log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
+        return delivered
+
+
+def cannot_find(found: Unanswerable, stream: bool) -> JSONResponse | StreamingResponse:
+    """The answer when retrieval found nothing relevant: no generation, no charge."""
+    common = {"id": found.request_id, "created": int(time.time()), "model": found.model}
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    fields = _viz_fields(found.grounding, found.route)
+    if not stream:
+        message = {"role": "assistant", "content": CANNOT_FIND}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+        return JSONResponse(
+            {**common, "object": "chat.completion", "choices": [choice], "usage": usage, **fields}
+        )
+
+    async def events() -> AsyncIterator[str]:
+        for delta, reason, extra in [
+            ({"role": "assistant", "content": CANNOT_FIND}, None, {}),
+            ({}, "stop", {}),
+            (None, None, {**fields, "usage": usage}),
+        ]:
+            choices = (
+                [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": reason}]
+            )
+            payload = {**common, "object": "chat.completion.chunk", "choices": choices, **extra}
+            yield f"data: {json.dumps(payload)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def error_response(request: Request, error: VizError, *, param: str | None = None) -> JSONResponse:
+    """The OpenAI error body and status of `error`, as `viz.errors` defines them per class."""
+    code = error.openai_code
+    param = param or getattr(error, "param", None)
+    if param is not None and param.startswith("viz.") and code == "model_not_found":
+        code = None  # a missing collection or reranker, not a model
+    body = {
+        "error": {"message": error.message, "type": error.openai_type, "param": param, "code": code}
+    }
+    headers = {"x-request-id": getattr(request.state, "request_id", "")}
+    return JSONResponse(body, status_code=error.http_status, headers=headers)
+
+
+def _viz_fields(grounding: Grounding | None, route: dict[str, Any] | None) -> dict[str, Any]:
+    """`citations` (the sources the answer cites), `viz.rag` (how they were found) and
+    `viz.route` (what the recommender chose for `model: "auto"`, and why)."""
+    fields: dict[str, Any] = {}
+    viz: dict[str, Any] = {}
+    if grounding is not None:
+        fields["citations"] = grounding.citations()
+        viz["rag"] = grounding.summary()
+    if route is not None:
+        viz["route"] = route
+    if viz:
+        fields["viz"] = viz
+    return fields
+
+
+def _finish_reason(job: Generation) -> str:
+    """OpenAI's reason: "length" at max_tokens, else "stop"."""
+    return "length" if job.finish_reason == "length" else "stop"
+
+
+def _usage(call: Call, tokens: int) -> dict[str, int]:
+    prompt = len(call.prompt_ids)
+    return {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}

@@ -1,0 +1,199 @@
+"""The API's routes: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+
+`api_router(server)` is mounted by the app (`viz.app.create_app`) beside the pages;
+`RequestHeaders` gives every request an id and rate-limit headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import generate_latest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
+
+from viz.serving.call import Unanswerable, begin, caller
+from viz.serving.protocol import ChatBody, CompletionBody, TextBody
+from viz.serving.responses import Kind, cannot_find, collect, stream
+from viz.serving.server import Server
+from viz.store.database import session_scope
+from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
+
+__all__ = ["RequestHeaders", "api_router"]
+
+
+def api_router(server: Server) -> APIRouter:
+    """The OpenAI-compatible API over `server`'s database and engines."""
+    router = APIRouter()
+
+    @router.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "engines": [
+                {"base": base, "precision": precision, "running": e.running, "waiting": e.waiting}
+                for (base, precision), e in server.engines.items()
+            ],
+            "adapters_resident": server.adapters.resident(),
+        }
+
+    @router.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(server.registry).decode())
+
+    @router.get("/v1/models")
+    def models(authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        with session_scope(server.database) as session:
+            return {"object": "list", "data": _models(session, caller(session, authorization))}
+
+    @router.post("/v1/chat/completions", response_model=None)
+    async def chat(
+        body: ChatBody,
+        request: Request,
+        authorization: str | None = Header(default=None),
+        idempotency_key: str | None = Header(default=None),
+    ) -> Any:
+        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        return await complete(
+            server, request, body, authorization, idempotency_key, messages=messages
+        )
+
+    @router.post("/v1/completions", response_model=None)
+    async def completions(
+        body: TextBody,
+        request: Request,
+        authorization: str | None = Header(default=None),
+        idempotency_key: str | None = Header(default=None),
+    ) -> Any:
+        return await complete(
+            server, request, body, authorization, idempotency_key, prompt=body.prompt
+        )
+
+    return router
+
+
+async def complete(
+    server: Server,
+    request: Request,
+    body: CompletionBody,
+    authorization: str | None,
+    idempotency_key: str | None,
+    *,
+    messages: list[dict[str, str]] | None = None,
+    prompt: str | None = None,
+) -> Any:
+    """Begin the call (in a thread: it touches the database and the tokenizer), then answer
+    with one JSON completion or a stream."""
+    call = await asyncio.to_thread(
+        begin, server, request, body, authorization, idempotency_key, messages, prompt
+    )
+    if isinstance(call, dict):  # a replay of an earlier answer
+        return JSONResponse(call)
+    if isinstance(call, Unanswerable):  # nothing to generate (viz.rag found nothing)
+        return cannot_find(call, body.stream)
+    kind: Kind = "chat" if messages is not None else "text"
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            stream(call, kind, include_usage),
+            media_type="text/event-stream",
+            headers={"x-request-id": request.state.request_id},
+            background=BackgroundTask(call.abandon),  # no-op once the stream settled
+        )
+    answer = await asyncio.to_thread(collect, call, kind)
+    ends = [job.finished_at for job in call.jobs if job.finished_at is not None]
+    starts = [job.submitted_at for job in call.jobs]
+    timing = {"x-viz-generation-ms": f"{(max(ends) - min(starts)) * 1e3:.1f}"} if ends else {}
+    if idempotency_key:
+        server.replays.keep(call.request_id, answer)
+    return JSONResponse(answer, headers=timing)
+
+
+def _models(session: Session, caller: Account) -> list[dict[str, Any]]:
+    """The bases, `auto`, and the approved adapter versions `caller` may use."""
+    data: list[dict[str, Any]] = [
+        {
+            "id": base.id,
+            "object": "model",
+            "created": int(base.created_at.timestamp()),
+            "owned_by": "viz",
+            "viz": {"kind": "base", "licence": base.licence},
+        }
+        for base in session.scalars(select(BaseModel).order_by(BaseModel.id))
+    ]
+    data.append(
+        {
+            "id": "auto",
+            "object": "model",
+            "created": 0,
+            "owned_by": "viz",
+            "viz": {
+                "kind": "recommender",
+                "about": "chooses the base precision and adapter chain per request; "
+                "size it with viz.route (hardware, budget, max_latency_ms)",
+            },
+        }
+    )
+    rows = session.execute(
+        select(AdapterVersion, Adapter, Account.name)
+        .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
+        .join(Account, Adapter.owner_id == Account.id)
+        .where(AdapterVersion.status == "approved")
+        .order_by(Adapter.name, AdapterVersion.id)
+    )
+    for version, adapter, owner in rows:
+        if adapter.visibility == "private" and adapter.owner_id != caller.id:
+            continue
+        data.append(
+            {
+                "id": f"{adapter.name}@{version.version}",
+                "object": "model",
+                "created": int(version.published_at.timestamp()),
+                "owned_by": owner,
+                "viz": {
+                    "kind": "adapter",
+                    "base": adapter.base_id,
+                    "parent": adapter.parent.name if adapter.parent else None,
+                    "licence": version.licence,
+                    "price_in_micro_per_1k": version.price_in_micro,
+                    "price_out_micro_per_1k": version.price_out_micro,
+                },
+            }
+        )
+    return data
+
+
+class RequestHeaders:
+    """Pure ASGI middleware (cheaper than `@app.middleware`): gives each request an id and puts
+    `x-request-id` and `x-ratelimit-*` on its response."""
+
+    def __init__(self, app: Any, server: Server) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["request_id"] = f"req-{uuid.uuid4().hex}"
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = state["request_id"]  # an idempotency id if set
+                for engine in list(self.server.engines.values())[:1]:
+                    queue_max = engine.limits.queue_max
+                    headers["x-ratelimit-limit-requests"] = str(queue_max)
+                    headers["x-ratelimit-remaining-requests"] = str(
+                        max(0, queue_max - engine.waiting)
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

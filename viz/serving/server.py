@@ -1,0 +1,106 @@
+"""The gateway's state for one process: engines by (base, precision), resident adapters,
+idempotent replays, the retriever and the Prometheus metrics.
+
+Engines are opened on first use through `viz.serving.engines.open_engine` (which imports the
+engine's machinery then, never at import time).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import Engine as Database
+
+from viz.config import Settings
+from viz.models.registry import get_base_model
+from viz.routing.hardware import Hardware, detect_hardware
+from viz.serving.engines import AdapterWeights, Engine, open_adapter_cache, open_engine
+from viz.serving.grounding import Retriever
+from viz.serving.idempotency import Replays
+from viz.serving.resolve import Resolved
+from viz.store.blobs import blob_path
+from viz.store.database import session_scope
+
+__all__ = ["ENGINE_KIND", "Server"]
+
+ENGINE_KIND = "builtin"
+
+
+@dataclass
+class Server:
+    settings: Settings
+    database: Database
+    engines: dict[tuple[str, str], Engine] = field(default_factory=dict)
+    replays: Replays = field(default_factory=Replays)
+    load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    retriever: Retriever = field(init=False)
+    hardware: Hardware = field(default_factory=detect_hardware)
+    adapters: Any = field(init=False)  # the engines' shared resident-adapter cache
+
+    def __post_init__(self) -> None:
+        self.retriever = Retriever(self.settings, self.database)
+        self.adapters = open_adapter_cache(ENGINE_KIND, self.settings.adapter_cache_bytes_max)
+        self.requests = Counter(
+            "viz_requests",
+            "Requests by model part and outcome",
+            ["adapter", "status"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "viz_tokens", "Tokens by model part", ["adapter", "direction"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "viz_request_seconds",
+            "Request latency by model part",
+            ["adapter"],
+            registry=self.registry,
+        )
+        self.queue = Gauge("viz_queue_waiting", "Requests waiting", registry=self.registry)
+
+    def engine(self, base_id: str, precision: str) -> Engine:
+        """The engine of this base and precision, loading the model on first use."""
+        key = (base_id, precision)
+        with self.load_lock:
+            if key not in self.engines:
+                with session_scope(self.database) as session:
+                    record = get_base_model(session, base_id)
+                self.engines[key] = open_engine(
+                    ENGINE_KIND,
+                    record,
+                    self.settings.models_dir,
+                    precision=precision,
+                    batch_max=self.settings.serve_batch_max,
+                    queue_max=self.settings.serve_queue_max,
+                    adapter_cache=self.adapters,
+                )
+            return self.engines[key]
+
+    def compose(self, resolved: Resolved, engine: Engine) -> Any:
+        """The resolved adapters, hot-loaded by `engine` (cached by bytes), checked against it.
+
+        Raises:
+            InvalidInput: an adapter adapts modules this base does not have.
+            StorageCorrupt: its weights cannot be read.
+        """
+        blobs = self.settings.blobs_dir
+        return engine.compose(
+            [
+                AdapterWeights(
+                    use.version_id,
+                    use.label,
+                    blob_path(blobs, use.weights_sha256),
+                    use.config_json,
+                    use.weight,
+                )
+                for use in resolved.uses
+            ]
+        )
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close(drain_s=self.settings.serve_drain_s)
+        self.retriever.close()
