@@ -97,7 +97,7 @@ class LimitExceeded(VizError):
 
     http_status = 400
     openai_type = "invalid_request_error"
-    openai_code: str | None = "context_length_exceeded"  # the API's limits are on prompt and answer size
+    openai_code: str | None = "context_length_exceeded"  # the API limits prompt, answer size
     exit_code = 7
 
 
