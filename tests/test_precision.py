@@ -21,9 +21,12 @@ def _cpuinfo(tmp_path: Path, text: str) -> Path:
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("VIZ_CPU_NATIVE_BF16", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     assert native_bf16(_cpuinfo(tmp_path, SAPPHIRE_RAPIDS))
     assert not native_bf16(_cpuinfo(tmp_path, AVX2_ONLY))
     assert not native_bf16(tmp_path / "missing")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # PyTorch then emulates bf16
+    assert not native_bf16(_cpuinfo(tmp_path, SAPPHIRE_RAPIDS))
 
 
 def test_a_cpu_without_native_bf16_trains_lora_on_fp32(monkeypatch) -> None:

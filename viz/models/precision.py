@@ -40,12 +40,17 @@ class TrainingChoice:
 def native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo.
 
-    `VIZ_CPU_NATIVE_BF16=0|1` overrides the reading. Other systems (no /proc/cpuinfo) count as
+    `VIZ_CPU_NATIVE_BF16=0|1` overrides the reading; `ATEN_CPU_CAPABILITY=avx2` (or lower)
+    counts as not native, since PyTorch then emulates bf16. Other systems (no /proc/cpuinfo) count as
     not native: fp32 is the safe, fast-enough default there.
     """
     forced = os.environ.get(FORCE_ENV)
     if forced in ("0", "1"):
         return forced == "1"
+    # PyTorch told to use AVX2 kernels (or less) emulates bf16, whatever the CPU has.
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    if capability and not capability.startswith("avx512"):
+        return False
     try:
         text = cpuinfo.read_text()
     except OSError:
