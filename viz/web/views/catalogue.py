@@ -27,6 +27,7 @@ from viz.store.schema import (
 )
 
 __all__ = [
+    "ADAPTERS_SHOWN_MAX",
     "CataloguePage",
     "CatalogueQuery",
     "CatalogueRow",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 SEARCH_CHARS_MAX = 200
+ADAPTERS_SHOWN_MAX = 500  # rows on the catalogue page, names in the playground
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def catalogue_page(
         licence=query.licence or None,
         price_out_max_micro=query.price_max,
         viewer=viewer,
-        limit=500,
+        limit=ADAPTERS_SHOWN_MAX,
     )
     bases = list(session.scalars(select(BaseModel.id).order_by(BaseModel.id)))
     tree = [root for base in bases for root in adapter_tree(session, base, caller=viewer)]
@@ -139,7 +141,8 @@ def catalogue_page(
 
 def adapter_names(session: Session, viewer: Account | None) -> list[str]:
     """Names of the adapters the viewer may use, for the playground's suggestions."""
-    return sorted(v.adapter.name for v in search_adapters(session, viewer=viewer, limit=500))
+    found = search_adapters(session, viewer=viewer, limit=ADAPTERS_SHOWN_MAX)
+    return sorted(v.adapter.name for v in found)
 
 
 def visible_usable(viewer: Account | None) -> Any:
