@@ -12,7 +12,7 @@ from typing import Literal, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from viz.ledger.metering import reservation_state
+from viz.ledger.reservations import reservation_state
 from viz.store.schema import UsageEvent
 
 __all__ = ["RequestState", "request_state"]
