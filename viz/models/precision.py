@@ -41,8 +41,8 @@ def native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo.
 
     `VIZ_CPU_NATIVE_BF16=0|1` overrides the reading; `ATEN_CPU_CAPABILITY=avx2` (or lower)
-    counts as not native, since PyTorch then emulates bf16. Other systems (no /proc/cpuinfo) count as
-    not native: fp32 is the safe, fast-enough default there.
+    counts as not native, since PyTorch then emulates bf16. Other systems (no /proc/cpuinfo)
+    count as not native: fp32 is the safe, fast-enough default there.
     """
     forced = os.environ.get(FORCE_ENV)
     if forced in ("0", "1"):
