@@ -16,7 +16,7 @@ rerank time is measured on its own n candidates).
 
 Scores per question and cell, then averaged per cell:
 
-- retrieval against **gold chunks** (those covering gold evidence, `viz.eval.qasper.is_gold`):
+- retrieval against **gold chunks** (those covering gold evidence, `viz.datasets.qasper.is_gold`):
   recall@k of the sources, MRR and nDCG@10 of the cell's ranking (the first stage's top 50 for
   rag, the n reranked candidates for rar); None for questions without gold evidence in the text;
 - answers: exact match and token F1 (SQuAD normalisation, best over the reference answers,
@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from viz.datasets.qasper import Question, evidence_spans, is_gold, load_questions, paper_text
+from viz.datasets.qasper import sample_questions as sample_of
 from viz.errors import InvalidInput
 from viz.eval.metrics import (
     answer_scores,
@@ -48,8 +50,6 @@ from viz.eval.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
-from viz.eval.qasper import Question, evidence_spans, is_gold, load_questions, paper_text
-from viz.eval.qasper import sample_questions as sample_of
 from viz.rag.answer import Retrieval, Source, answer_question
 from viz.rag.index import (
     CollectionSettings,

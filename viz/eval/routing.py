@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from viz.config import Settings
+from viz.datasets.qasper import Question, load_questions
 from viz.errors import InvalidInput
 from viz.eval.metrics import answer_scores, mean, reference_text
-from viz.eval.qasper import Question, load_questions
 from viz.routing.recommend import ANCESTOR_DECAY
 
 __all__ = [

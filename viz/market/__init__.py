@@ -1,5 +1,5 @@
-"""Marketplace: catalogue, licences and policy (publishing and screening arrive with issue 5)."""
+"""Marketplace: catalogue (publish, search, versions), hierarchy rules (one parent walk, one
+depth limit, semver order, newest approved, visible to caller), screening and merges.
 
-from viz.market.licences import normalise_licence
-
-__all__ = ["normalise_licence"]
+Licence rules live in the leaf module `viz.licences`.
+"""

@@ -20,8 +20,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, defer, selectinload
 
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
+from viz.licences import normalise_licence
 from viz.log.store import append_entry
-from viz.market.licences import normalise_licence
 from viz.market.screening import CatalogueEntry, ScreeningLimits, ScreeningReport, screen_upload
 from viz.models.loading import ensure_cached
 from viz.models.registry import get_base_model

@@ -273,7 +273,7 @@ def training_examples(data: Path, settings: TrainingSettings) -> list[TrainingEx
 
     Each paper is chunked at one of `chunk_sizes` (drawn with the seed), like the indexes are.
     """
-    from viz.eval.qasper import evidence_spans, is_gold, load_questions, paper_text
+    from viz.datasets.qasper import evidence_spans, is_gold, load_questions, paper_text
 
     rng = random.Random(settings.seed)
     questions = load_questions(data)

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from viz.documents import get_document
 from viz.errors import InvalidInput, NotFound
-from viz.market.licences import training_refusal
+from viz.licences import training_refusal
 from viz.store.blobs import sha256_bytes
 from viz.store.schema import Account
 from viz.training.adapters import read_manifest

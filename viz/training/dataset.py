@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from viz.documents import get_document, list_documents, read_document_text
 from viz.errors import Forbidden, InvalidInput
-from viz.market.licences import training_refusal
+from viz.licences import training_refusal
 from viz.store.schema import Account, Document
 
 __all__ = [
