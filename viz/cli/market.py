@@ -21,6 +21,7 @@ from viz.market.catalogue import (
     search_adapters,
     takedown_version,
 )
+from viz.market.hierarchy import ancestors, manifest_of
 from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
@@ -254,12 +255,8 @@ def show(
     with session(context) as database:
         version = find_version(database, reference)
         adapter = get_adapter(database, version.adapter.name)
-        chain: list[str] = []
-        node = adapter.parent
-        while node is not None and len(chain) < 16:
-            chain.append(node.name)
-            node = node.parent
-        manifest = json.loads(version.manifest_json or "{}")
+        chain = [a.name for a in ancestors(adapter, strict=False)]
+        manifest = manifest_of(version)
         fields = {
             "adapter": f"{adapter.name}@{version.version} ({version.status})",
             "creator": adapter.owner.name,

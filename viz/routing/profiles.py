@@ -18,13 +18,13 @@ An adapter trained outside this catalogue (its documents unknown here) gets the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from viz.market.hierarchy import training_document_hashes
 from viz.store.schema import AdapterVersion, Document
 
 __all__ = ["build_profile", "card_text", "profile_vector", "unit"]
@@ -91,16 +91,7 @@ def unit(vector: Any) -> Any:
 
 
 def _training_documents(session: Session, version: AdapterVersion) -> list[Document]:
-    try:
-        manifest = json.loads(version.manifest_json or "{}")
-    except ValueError:
-        return []
-    hashes = [
-        d.get("sha256")
-        for d in manifest.get("documents", [])
-        if isinstance(d, dict) and d.get("split") == "train"
-    ]
-    hashes = [h for h in hashes if isinstance(h, str)]
+    hashes = training_document_hashes(version, split="train")
     if not hashes:
         return []
     rows = session.scalars(select(Document).where(Document.sha256.in_(hashes)))

@@ -57,6 +57,7 @@ from viz.errors import (
 )
 from viz.ledger import Usage, quote, reserve, settle, void_reservation
 from viz.ledger.metering import reservation_state
+from viz.market.hierarchy import visible_to
 from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
 from viz.models.loading import load_model
 from viz.models.registry import get_base_model
@@ -431,7 +432,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
                 .order_by(Adapter.name, AdapterVersion.id)
             )
             for version, adapter, owner in rows:
-                if adapter.visibility == "private" and adapter.owner_id != caller.id:
+                if not visible_to(adapter, caller):
                     continue
                 data.append(
                     {

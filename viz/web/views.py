@@ -13,14 +13,23 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from viz.errors import NotFound
 from viz.ledger.accounts import Balance, balance_of, consumer_code, creator_code
 from viz.ledger.statements import Statement, statement
 from viz.log.store import prove_entry, sign_checkpoint, verify_proof
-from viz.market.catalogue import USABLE, search_adapters
+from viz.market.catalogue import search_adapters
+from viz.market.hierarchy import (
+    USABLE,
+    manifest_of,
+    newest,
+    newest_approved,
+    visible_clause,
+    visible_to,
+    walk_parents,
+)
 from viz.routing.hierarchy import Node, adapter_tree, walk
 from viz.store.schema import (
     Account,
@@ -130,7 +139,7 @@ def catalogue_page(
         )
         for v in found
     ]
-    visible = _visible_usable(viewer)
+    visible = visible_clause(viewer)
     return CataloguePage(
         query=query,
         rows=rows,
@@ -162,11 +171,6 @@ def adapter_names(session: Session, viewer: Account | None) -> list[str]:
     return sorted(v.adapter.name for v in search_adapters(session, viewer=viewer, limit=500))
 
 
-def _visible_usable(viewer: Account | None) -> Any:
-    public = Adapter.visibility == "public"
-    return or_(public, Adapter.owner_id == viewer.id) if viewer else public
-
-
 def _parents(session: Session) -> dict[str, str | None]:
     parent = Adapter.__table__.alias("parent")
     return {
@@ -175,16 +179,6 @@ def _parents(session: Session) -> dict[str, str | None]:
             select(Adapter.name, parent.c.name).outerjoin(parent, Adapter.parent_id == parent.c.id)
         )
     }
-
-
-def _lineage(name: str, parents: dict[str, str | None]) -> list[str]:
-    """`name`, its parent, its grandparent... (stops at a loop, which publish refuses anyway)."""
-    chain: list[str] = []
-    current: str | None = name
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = parents.get(current)
-    return chain
 
 
 # --- one adapter ----------------------------------------------------------------------------
@@ -228,9 +222,7 @@ def adapter_page(
         NotFound: no such adapter, a private one of someone else, or no such version.
     """
     adapter = session.scalar(select(Adapter).where(Adapter.name == name))
-    if adapter is None or (
-        adapter.visibility != "public" and (viewer is None or viewer.id != adapter.owner_id)
-    ):
+    if adapter is None or not visible_to(adapter, viewer):
         raise NotFound(f"no adapter named {name!r}; search the catalogue at /")
     versions = list(adapter.versions)
     if version:
@@ -238,10 +230,10 @@ def adapter_page(
         if chosen is None:
             raise NotFound(f"{name} has no version {version!r}")
     else:
-        usable = [v for v in versions if v.status in USABLE]
-        chosen = (usable or versions)[-1]
+        chosen = newest_approved(adapter) or newest(versions)
+        assert chosen is not None, "an adapter row always has a version"
     parents = _parents(session)
-    manifest = json.loads(chosen.manifest_json or "{}")
+    manifest = manifest_of(chosen)
     proof, proof_error = _publish_proof(session, adapter.name, chosen.version, log_key)
     return AdapterPage(
         name=adapter.name,
@@ -249,7 +241,7 @@ def adapter_page(
         base=adapter.base_id,
         description=adapter.description,
         tags=[t.tag for t in adapter.tags],
-        chain=list(reversed(_lineage(adapter.name, parents))),
+        chain=[*reversed(walk_parents(adapter.name, parents.get, strict=False)), adapter.name],
         children=sorted(n for n, p in parents.items() if p == adapter.name),
         version=_version_row(chosen),
         versions=[_version_row(v) for v in reversed(versions)],
@@ -335,7 +327,7 @@ def document_page(session: Session, sha_or_id: str, viewer: Account | None) -> d
                 .join(Adapter)
                 .where(
                     AdapterVersion.manifest_json.contains(document.sha256),
-                    _visible_usable(viewer),
+                    visible_clause(viewer),
                 )
             )
         }
