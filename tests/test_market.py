@@ -150,8 +150,8 @@ def test_a_parent_chain_cannot_loop(market) -> None:
 
 
 def test_publishing_refuses_a_chain_deeper_than_serving_applies(market) -> None:
-    """hop0 <- hop1 <- ... <- hop8: hop8 has PARENT_DEPTH_MAX ancestors, so a child of h8 would have one
-    more than serving applies; a child of hop7 is at the limit and is published."""
+    """hop0 <- hop1 <- ... <- hop8: hop8 has PARENT_DEPTH_MAX ancestors, so a child of hop8
+    would have one more than serving applies; a child of hop7 is at the limit and is published."""
     with session_scope(market["engine"]) as session:
         ada = session.scalar(select(Account).where(Account.name == "ada"))
         parent = None

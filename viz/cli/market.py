@@ -23,8 +23,12 @@ from viz.market.catalogue import (
 )
 from viz.market.hierarchy import ancestors, manifest_of
 from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
+from viz.models import get_base_model
+from viz.models.loading import ensure_cached
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
+from viz.training import select_documents
+from viz.training.dataset import tokenise_document
 
 VALIDATION_WINDOWS = 48
 
@@ -108,12 +112,8 @@ def merge(
 
     Example: viz market merge qasper-nlp --account ai2 --version 1.1.0 --documents 3
     """
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
-
-    from viz.models import get_base_model
-    from viz.models.loading import ensure_cached
-    from viz.training import select_documents
-    from viz.training.dataset import tokenise_document
 
     settings = state(context).settings
     with session(context) as database:
@@ -179,8 +179,6 @@ def tree(
 
     Example: viz market tree smollm2-135m-instruct
     """
-    from viz.models import get_base_model
-
     settings = state(context).settings
     with session(context) as database:
         record = get_base_model(database, base or settings.default_base_model)

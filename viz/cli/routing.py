@@ -7,9 +7,12 @@ import json
 import typer
 
 from viz.accounts import get_account
+from viz.api import recommend_route
 from viz.cli._context import session, state
+from viz.models import get_base_model
 from viz.routing.hardware import PRESETS, detect_hardware, parse_hardware
 from viz.routing.recommend import RouteRequest
+from viz.routing.speed import calibrate as run_calibration
 
 
 def recommend(
@@ -45,10 +48,6 @@ def recommend(
     Example: viz recommend "How is BLEU computed for this translation model?" --hardware
     laptop-8gb --budget 500
     """
-    from viz.api import recommend_route
-    from viz.models import get_base_model
-    from viz.routing.speed import calibrate as run_calibration
-
     settings = state(context).settings
     if calibrate:
         with session(context) as database:

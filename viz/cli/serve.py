@@ -19,8 +19,10 @@ def serve(
     Example: viz serve --port 8000   (then open http://127.0.0.1:8000/ in a browser, or
     OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="viz_..."))
     """
+    # deferred: uvicorn is heavy
     import uvicorn
 
+    # deferred: the FastAPI app and its pages load only for `viz serve`
     from viz.serving.app import create_app
 
     cli = state(context)

@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
@@ -195,9 +198,6 @@ def verify_proof(proof: dict[str, Any], *, trusted_public_key: str | None = None
 
 def load_signing_key(path: Path) -> Any:
     """The log's Ed25519 private key, created (mode 0600) on first use."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
@@ -215,7 +215,6 @@ def load_signing_key(path: Path) -> Any:
 
 
 def _sign(key: Any, size: int, root: bytes) -> Checkpoint:
-    from cryptography.hazmat.primitives import serialization
 
     public = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -233,8 +232,6 @@ def _sign(key: Any, size: int, root: bytes) -> Checkpoint:
 
 
 def _verify_signature(checkpoint: Checkpoint) -> None:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(checkpoint.public_key))

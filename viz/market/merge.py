@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from viz.accounts import get_account
 from viz.errors import Forbidden, InvalidInput
 from viz.ledger.pricing import BPS
 from viz.ledger.shares import set_version_shares
@@ -55,6 +56,7 @@ from viz.models.loading import ensure_cached, load_folder
 from viz.models.registry import get_base_model
 from viz.store.blobs import read_blob
 from viz.store.schema import Account, Adapter, AdapterVersion
+from viz.training.evaluate import perplexity
 from viz.training.manifest import MANIFEST_FILE, hardware, library_versions
 
 __all__ = [
@@ -213,8 +215,6 @@ def merge_children(
     )
     outcome.shares = _shares(outcome, owner.name)
     if outcome.shares:
-        from viz.accounts import get_account
-
         set_version_shares(
             session,
             outcome.version,
@@ -254,6 +254,7 @@ def measure_and_merge(
     folder were already left out (by screening). With `out`, the merged adapter is written
     there as a PEFT folder (safetensors), with `manifest` as its viz-manifest.json.
     """
+    # deferred: torch and peft are heavy
     import torch
     from peft import PeftModel
 
@@ -338,6 +339,7 @@ def _merge(
 
 
 def _save(model: Any, adapter_name: str, out: Path, manifest: dict[str, Any]) -> None:
+    # deferred: peft and safetensors.torch are heavy
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -360,7 +362,6 @@ def _save(model: Any, adapter_name: str, out: Path, manifest: dict[str, Any]) ->
 
 
 def _loss(model: Any, windows: Sequence[tuple[int, ...]]) -> float:
-    from viz.training.evaluate import perplexity
 
     return math.log(perplexity(model, windows))
 

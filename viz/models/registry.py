@@ -250,6 +250,7 @@ def _inspect_folder(folder: Path) -> tuple[str, str, str, str, int]:
 
 
 def _inspect_gguf(path: Path) -> tuple[str, str, str, str, int]:
+    # deferred: gguf is heavy
     from gguf import GGUFReader
 
     try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viz.errors import InvalidInput
+from viz.models.generate import GenerationSettings, generate_text
 from viz.rag.citations import parse_citations, says_cannot_find
 from viz.rag.index import MODES, Collection, Hit
 from viz.rag.rerank import CrossEncoder, Reranker, rerank
@@ -253,8 +254,6 @@ def answer_question(
     prompt_tokens_max: int = 4096,
 ) -> Answer:
     """Generate (greedy) a grounded answer from `retrieval`, or say the sources lack it."""
-    from viz.models.generate import GenerationSettings, generate_text
-
     if not retrieval.relevant or not retrieval.sources:
         return Answer(
             CANNOT_FIND, retrieval.sources, [], "none", False, "stop", 0, 0,

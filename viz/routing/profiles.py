@@ -24,7 +24,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from viz.documents import read_document_text
 from viz.market.hierarchy import training_document_hashes
+from viz.rag.chunking import chunk_by_characters
 from viz.store.schema import AdapterVersion, Document
 
 __all__ = ["build_profile", "card_text", "profile_vector", "unit"]
@@ -47,10 +49,8 @@ def build_profile(
     session: Session, version: AdapterVersion, blobs_dir: Path, embedder: Any
 ) -> bytes:
     """Compute and store `version`'s profile; returns the float32 bytes."""
+    # deferred: torch is heavy
     import torch
-
-    from viz.documents import read_document_text
-    from viz.rag.chunking import chunk_by_characters
 
     documents = _training_documents(session, version)
     chunks: list[str] = []
@@ -80,6 +80,7 @@ def profile_vector(
     session: Session, version: AdapterVersion, blobs_dir: Path, embedder: Any
 ) -> Any:
     """The profile as a torch vector, built now if the version has none yet."""
+    # deferred: torch is heavy
     import torch
 
     data = version.profile or build_profile(session, version, blobs_dir, embedder)

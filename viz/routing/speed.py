@@ -26,9 +26,12 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from viz.models.loading import load_model
+from viz.models.memory import measured_bytes
 from viz.routing.hardware import Hardware, detect_hardware
 
 __all__ = [
@@ -156,11 +159,6 @@ def calibrate(
     progress: Any = None,
 ) -> Calibration:
     """Measure this machine (see the module docstring), save and return the calibration."""
-    from importlib import metadata
-
-    from viz.models.loading import load_model
-    from viz.models.memory import measured_bytes
-
     say = progress or (lambda _text: None)
     hardware = detect_hardware()
     say("memory bandwidth (256 MB copy, best of 5)")
@@ -193,6 +191,7 @@ def calibrate(
 
 
 def _copy_bandwidth_gbs() -> float:
+    # deferred: torch is heavy
     import torch
 
     source = torch.ones(64 * 2**20)  # 256 MB of fp32
@@ -207,6 +206,7 @@ def _copy_bandwidth_gbs() -> float:
 
 def _seconds_per_token(model: Any) -> float:
     """Decode time per token at batch 1 (greedy, KV cache), after a warm-up, best of 2."""
+    # deferred: torch is heavy
     import torch
 
     ids = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
@@ -240,6 +240,7 @@ def _adapter_overhead(model: Any, base_seconds: float) -> float:
 
 def random_adapter(model: Any, seed: int, rank: int = 8) -> Any:
     """A random rank-`rank` LoRA on every linear layer of `model` (but the head), for timing."""
+    # deferred: torch is heavy
     import torch
 
     from viz.serving.loaded_adapter import LoadedAdapter
