@@ -287,7 +287,8 @@ def test_eight_processes_spending_from_one_consumer_end_exact(engine: Engine) ->
 
 @given(text=st.text(max_size=40), number=st.integers(0, 2**62))
 def test_the_chain_line_is_exactly_compact_json(text: str, number: int) -> None:
-    from viz.ledger.transfers import Posted, canonical_line
+    from viz.ledger.chain import canonical_line
+    from viz.ledger.transfers import Posted
 
     posted = Posted(
         number,

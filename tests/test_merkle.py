@@ -20,11 +20,9 @@ from viz.log import (
     MerkleTree,
     NodeAddress,
     ProofError,
-    consistency_proof,
     consistency_proof_ranges,
     covering_nodes,
     hashes_of_ranges,
-    inclusion_proof,
     inclusion_proof_ranges,
     is_valid_subtree,
     leaf_hash,
@@ -36,6 +34,7 @@ from viz.log import (
     verify_subtree_consistency,
     verify_subtree_inclusion,
 )
+from viz.log.hashing import check_leaf_index, check_old_size, split_point
 
 VECTORS = SHARED / "data" / "rfc6962-vectors"
 # transparency-dev/merkle testdata/ at commit 417fb0c (VECTORS / "NOTICE.md"): JSON files per
@@ -81,6 +80,43 @@ ENTRY_HASHES = [leaf_hash(entry) for entry in ENTRIES]
 # Proofs for these sizes get every byte of every hash flipped, one at a time; the other sizes get
 # one byte per hash, at a position that moves with the index, to keep this file under 15 s.
 EVERY_BYTE_SIZES = {1, 2, 3, 5, 8, 13, 21, 34, 55, 64, 70}
+
+
+# --- the RFC 6962 definitions, as written: the reference our tree's proofs are checked against ---
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """PATH(index, D[n]) of RFC 6962 section 2.1.1 over a list: sibling hashes from the leaf up."""
+    check_leaf_index(index, len(leaf_hashes))
+    return _path(leaf_hashes, index)
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """PROOF(old_size, D[n]) of RFC 6962 section 2.1.2, n = len(leaf_hashes)."""
+    check_old_size(old_size, len(leaf_hashes))
+    return _subproof(old_size, leaf_hashes, old_root_known=True)
+
+
+def _path(leaves: Sequence[bytes], index: int) -> list[bytes]:
+    if len(leaves) == 1:
+        return []
+    k = split_point(len(leaves))
+    if index < k:
+        return _path(leaves[:k], index) + [root_hash(leaves[k:])]
+    return _path(leaves[k:], index - k) + [root_hash(leaves[:k])]
+
+
+def _subproof(m: int, leaves: Sequence[bytes], old_root_known: bool) -> list[bytes]:
+    """SUBPROOF(m, D[n], b); `old_root_known` is b."""
+    if m == len(leaves):
+        return [] if old_root_known else [root_hash(leaves)]
+    k = split_point(len(leaves))
+    if m <= k:
+        return _subproof(m, leaves[:k], old_root_known) + [root_hash(leaves[k:])]
+    return _subproof(m - k, leaves[k:], old_root_known=False) + [root_hash(leaves[:k])]
+
+
+# --- helpers ------------------------------------------------------------------------------------
 
 
 def vector_files(folder: str, pattern: str = "**/*.json") -> list[Any]:

@@ -12,6 +12,7 @@ from viz.cli._context import session, state, table
 from viz.errors import InvalidInput
 from viz.models import get_base_model
 from viz.models.loading import ensure_cached, load_folder
+from viz.models.precision import choose_training, cuda_available
 from viz.training import (
     TrainingConfig,
     build_training_set,
@@ -50,9 +51,15 @@ def train(
     documents: list[int] = typer.Option([], "--documents", "-d", help="Document id (repeat)"),
     owner: list[str] = typer.Option([], help="All documents of this account (repeatable)"),
     tag: list[str] = typer.Option([], "--tag", "-t", help="All documents with this tag"),
-    method: str = typer.Option("qlora", help="qlora (NF4 base) or lora (fp32 base)"),
+    method: str = typer.Option(
+        "auto",
+        help="auto (qlora on CUDA and on CPUs with native bf16, else lora on fp32), qlora (NF4 "
+        "base) or lora (fp32 base)",
+    ),
     base_precision: str | None = typer.Option(
-        None, help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora)"
+        None,
+        help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora), or auto (lora: "
+        "bf16 where the CPU has it natively, else fp32)",
     ),
     rank: int = typer.Option(8, help="LoRA rank"),
     alpha: int = typer.Option(16, help="LoRA alpha"),
@@ -111,6 +118,9 @@ def train(
     chain = [adapter_folder(settings.adapters_dir, parent) for parent in from_parent]
     if from_parent and nproc > 1:
         raise InvalidInput("--from-parent trains in one process; drop --nproc")
+    choice = choose_training(method, base_precision, cuda=cuda_available())
+    method, base_precision = choice.method, choice.base_precision
+    typer.echo(f"training method: {method} ({choice.reason})", err=True)
     config = TrainingConfig(
         method=method,
         base_precision=base_precision,

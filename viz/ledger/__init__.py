@@ -1,9 +1,16 @@
-"""The ledger: double-entry accounts and transfers, metering -> royalties, payouts, verify.
+"""The ledger: double-entry accounts and transfers, usage -> royalties, payouts, verify.
 
-Money is an integer count of micro-units (1 unit = 1,000,000). See `transfers` for the rules a
-transfer obeys, `pricing` for how a charge is split, `metering` for usage events, `verify` for
-what `viz ledger verify` checks, `shares` for the royalty shares a merged version pays its
-contributors.
+Money is an integer count of micro-units (1 unit = 1,000,000). By noun:
+
+- `accounts`: ledger accounts and their codes; `transfers`: what a transfer is and the rules it
+  obeys; `chain`: the hash chain over stored transfers; `book`: one write transaction applying
+  transfers against running balances; `book_rows`: the rows the book reads and writes;
+- `usage`: what a served request used and was charged; `pricing`: the price lookup and how a
+  charge is split; `reservations`: funds held before serving; `settlement`: a usage event settled
+  into royalties; `usage_events`: the stored events that make settling idempotent;
+- `shares`: the royalty shares a merged version pays its contributors; `escrow`: what a
+  taken-down version earned; `payouts`: money in and out; `statements`: balances and history;
+  `verify`: what `viz ledger verify` checks.
 """
 
 from viz.ledger.accounts import (
@@ -16,19 +23,8 @@ from viz.ledger.accounts import (
     creator_code,
     set_credit_limit,
 )
+from viz.ledger.book import Book
 from viz.ledger.escrow import Release, release_escrow
-from viz.ledger.metering import (
-    AdapterUse,
-    BatchOutcome,
-    Line,
-    Settlement,
-    Usage,
-    quote,
-    reserve,
-    settle,
-    settle_batch,
-    void_reservation,
-)
 from viz.ledger.payouts import (
     PayoutOrder,
     PayoutProvider,
@@ -40,9 +36,12 @@ from viz.ledger.payouts import (
     transfer,
     transfer_group,
 )
+from viz.ledger.reservations import quote, reservation_state, reserve, void_reservation
+from viz.ledger.settlement import BatchOutcome, settle, settle_batch
 from viz.ledger.shares import set_version_shares, version_shares
 from viz.ledger.statements import Entry, Statement, balances, history, resolve_codes, statement
-from viz.ledger.transfers import AMOUNT_MAX, Book, Posted, Transfer
+from viz.ledger.transfers import AMOUNT_MAX, Posted, Transfer
+from viz.ledger.usage import AdapterUse, Line, Settlement, Usage
 from viz.ledger.verify import Report, verify_ledger
 
 __all__ = [
@@ -76,6 +75,7 @@ __all__ = [
     "payout",
     "quote",
     "release_escrow",
+    "reservation_state",
     "reserve",
     "resolve_codes",
     "set_credit_limit",

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, LedgerCorrupt
 from viz.ledger.accounts import ESCROW, consumer_code, creator_code
+from viz.ledger.book import Book
 from viz.ledger.pricing import BPS, split
 from viz.ledger.shares import version_shares
-from viz.ledger.transfers import Book, Transfer
+from viz.ledger.transfers import Transfer
 from viz.store.schema import (
     Account,
     Adapter,

@@ -24,7 +24,8 @@ from viz.ledger.accounts import (
     consumer_code,
     creator_code,
 )
-from viz.ledger.transfers import Book, Posted, Transfer
+from viz.ledger.book import Book
+from viz.ledger.transfers import Posted, Transfer
 from viz.store.database import session_scope
 from viz.store.schema import LedgerAccount, LedgerPending, LedgerTransfer
 

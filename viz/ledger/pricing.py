@@ -17,16 +17,38 @@ The rule, in three steps, on exact fractions (no floats anywhere):
 An adapter version with royalty shares (`viz.ledger.shares`) enters step 1 as several lines:
 its exact value times each contributor's share, and the rest for its owner (`share_values`).
 Their sum is the version's value, so the charge does not change; only step 3 divides it finer.
+
+The price lookup (`Catalogue`, `price`) reads what the rule needs from the catalogue, once per
+batch of usage events: each adapter version's prices, status, owner and shares, each cited
+document's owner and price per citation. `price` turns one `Usage` into its charge and lines.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
-__all__ = ["BPS", "adapter_value", "charge_for", "share_values", "split"]
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-BPS = 10_000  # basis points in one
+from viz.errors import InvalidInput, NotFound
+from viz.ledger.accounts import ESCROW, PLATFORM, creator_code
+from viz.ledger.shares import BPS, shares_by_version
+from viz.ledger.usage import AdapterUse, Line, Usage, weight_of
+from viz.store.schema import Account, Adapter, AdapterVersion, Document, DocumentListing
+
+__all__ = [
+    "BPS",
+    "Catalogue",
+    "Priced",
+    "adapter_value",
+    "charge_for",
+    "price",
+    "share_values",
+    "split",
+]
 
 
 def adapter_value(
@@ -82,3 +104,146 @@ def split(values: list[Fraction], fee_bps: int) -> tuple[int, list[int], int]:
         for index in by_remainder[:left]:
             amounts[index] += 1
     return charge, amounts[:-1], amounts[-1]
+
+
+# --- the price lookup: the catalogue, read once per batch -----------------------------------
+
+
+@dataclass(frozen=True)
+class Priced:
+    """A usage's charge and its lines, amounts set (they add up to the charge)."""
+
+    charge: int
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True)
+class _VersionPrice:
+    id: int
+    status: str
+    price_in_micro: int
+    price_out_micro: int
+    owner: str
+    base: str
+    shares: tuple[tuple[str, int], ...] = ()  # (contributor, share_bps); the owner keeps the rest
+
+
+@dataclass
+class Catalogue:
+    """What pricing needs, loaded once per batch."""
+
+    consumers: set[str]
+    versions: dict[tuple[str, str], _VersionPrice]
+    documents: dict[int, tuple[str, int]]  # -> owner name, price per citation
+
+    @classmethod
+    def load(cls, session: Session, usages: Sequence[Usage]) -> Catalogue:
+        names = sorted({u.consumer for u in usages})
+        consumers = set(session.scalars(select(Account.name).where(Account.name.in_(names))))
+        wanted = {(use.adapter, use.version) for u in usages for use in u.composition}
+        versions = {}
+        adapter_names = sorted({name for name, _ in wanted})
+        if adapter_names:
+            rows = session.execute(
+                select(
+                    AdapterVersion.id,
+                    AdapterVersion.version,
+                    AdapterVersion.status,
+                    AdapterVersion.price_in_micro,
+                    AdapterVersion.price_out_micro,
+                    Adapter.name,
+                    Account.name,
+                    Adapter.base_id,
+                )
+                .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
+                .join(Account, Adapter.owner_id == Account.id)
+                .where(Adapter.name.in_(adapter_names))
+            )
+            for id_, version, status, price_in, price_out, name, owner, base in rows:
+                if (name, version) in wanted:
+                    versions[(name, version)] = _VersionPrice(
+                        id_, status, price_in, price_out, owner, base
+                    )
+            shares = shares_by_version(session, [v.id for v in versions.values()])
+            for key, found in versions.items():
+                if found.id in shares:
+                    versions[key] = replace(found, shares=shares[found.id])
+        document_ids = sorted({d for u in usages for d in u.citations})
+        documents = {}
+        if document_ids:
+            listed = session.execute(
+                select(Document.id, Account.name, DocumentListing.price_per_citation_micro)
+                .join(Account, Document.owner_id == Account.id)
+                .outerjoin(DocumentListing, DocumentListing.document_id == Document.id)
+                .where(Document.id.in_(document_ids))
+            )
+            documents = {id_: (owner, price or 0) for id_, owner, price in listed}
+        return cls(consumers, versions, documents)
+
+
+def price(usage: Usage, catalogue: Catalogue, fee_bps: int) -> Priced:
+    """The charge for `usage` and its lines (royalties, citations, escrow, the platform's fee).
+
+    Raises:
+        NotFound: an unknown consumer, adapter version or document.
+        InvalidInput: a version of another base, or one not approved (nor taken down).
+    """
+    if usage.consumer not in catalogue.consumers:
+        raise NotFound(f"no account named {usage.consumer!r}; create it with: viz account create")
+    values: list[Fraction] = []
+    recipients: list[Line] = []
+    for use in usage.composition:
+        for value, line in _adapter_lines(usage, use, catalogue):
+            values.append(value)
+            recipients.append(line)
+    for document_id in usage.citations:
+        if document_id not in catalogue.documents:
+            raise NotFound(f"no document {document_id} to cite")
+        owner, price = catalogue.documents[document_id]
+        values.append(Fraction(price))
+        recipients.append(
+            Line(account=creator_code(owner), amount=0, kind="citation", document_id=document_id)
+        )
+    charge, amounts, fee = split(values, fee_bps)
+    lines = [replace(line, amount=amount) for line, amount in zip(recipients, amounts, strict=True)]
+    lines.append(Line(account=PLATFORM, amount=fee, kind="fee"))
+    return Priced(charge, tuple(lines))
+
+
+def _adapter_lines(
+    usage: Usage, use: AdapterUse, catalogue: Catalogue
+) -> list[tuple[Fraction, Line]]:
+    """The exact values one adapter of the composition earns, and who earns each: its owner,
+    or escrow while it is taken down, or its owner and contributors when it has shares."""
+    label = f"{use.adapter}@{use.version}"
+    version = catalogue.versions.get((use.adapter, use.version))
+    if version is None:
+        raise NotFound(f"no adapter version {label} in the catalogue")
+    if version.base != usage.base:
+        raise InvalidInput(f"{label} adapts base {version.base!r}, not {usage.base!r}")
+    if version.status not in ("approved", "taken_down"):
+        raise InvalidInput(f"{label} is {version.status}; only approved adapters are served")
+    value = adapter_value(
+        weight_of(use.weight),
+        usage.tokens_in,
+        usage.tokens_out,
+        version.price_in_micro,
+        version.price_out_micro,
+    )
+    line = Line(
+        account=creator_code(version.owner),
+        amount=0,
+        kind="royalty",
+        adapter=label,
+        adapter_version_id=version.id,
+    )
+    if version.status == "taken_down":
+        return [(value, replace(line, account=ESCROW, kind="escrow"))]
+    if not version.shares:
+        return [(value, line)]
+    owner_value, parts = share_values(value, [bps for _, bps in version.shares])
+    owner_bps = BPS - sum(bps for _, bps in version.shares)
+    lines = [(owner_value, line)] if owner_bps else []
+    for (contributor, _), part in zip(version.shares, parts, strict=True):
+        lines.append((part, replace(line, account=creator_code(contributor))))
+    return lines

@@ -10,7 +10,7 @@ Shares are set once, before the version has earned anything, and never change: l
 itself they are immutable, so every micro-unit the version ever earns follows one split (escrow
 released to its creators included). Setting them appends a `royalty_shares` entry to the public
 log, so a contributor can check what they are owed. Settlement divides the version's exact value
-by its shares before rounding (`viz.ledger.metering`, `viz.ledger.pricing.share_values`).
+by its shares before rounding (`viz.ledger.pricing.share_values`).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput
-from viz.ledger.pricing import BPS
 from viz.log.store import append_entry
 from viz.store.database import write_lock
 from viz.store.schema import Account, AdapterVersion, LedgerTransfer, VersionShare
 
-__all__ = ["SHARES_MAX", "set_version_shares", "shares_by_version", "version_shares"]
+__all__ = ["BPS", "SHARES_MAX", "set_version_shares", "shares_by_version", "version_shares"]
 
+BPS = 10_000  # basis points in one: shares and the platform's fee are counted in them
 SHARES_MAX = 32  # contributors of one version; each adds a line to every request it serves
 REASON_CHARS_MAX = 500
 

@@ -33,8 +33,9 @@ from sqlalchemy.orm import Session
 
 from viz.errors import LedgerCorrupt
 from viz.ledger.accounts import CLEARING, KINDS, UNLIMITED, consumer_code
-from viz.ledger.transfers import GENESIS, canonical_line, chain_next, posted_from_row
-from viz.log.merkle import leaf_hash
+from viz.ledger.book_rows import posted_from_row
+from viz.ledger.chain import GENESIS, canonical_line, chain_next
+from viz.log.hashing import leaf_hash
 from viz.store.database import write_lock
 from viz.store.schema import (
     Account,

@@ -17,21 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, NotFound
-from viz.log.merkle import (
-    MerkleTree,
-    ProofError,
-    leaf_hash,
-    root_hash,
-    verify_consistency,
-    verify_inclusion,
-)
+from viz.log.hashing import ProofError, leaf_hash, root_hash
+from viz.log.tree import MerkleTree
+from viz.log.verifiers import verify_consistency, verify_inclusion
 from viz.store.database import write_lock
 from viz.store.schema import LogEntry
 
@@ -44,6 +36,7 @@ __all__ = [
     "prove_entry",
     "sign_checkpoint",
     "verify_export",
+    "verify_proof",
 ]
 
 LOG_ORIGIN = "viz-log/v1"
@@ -198,6 +191,10 @@ def verify_proof(proof: dict[str, Any], *, trusted_public_key: str | None = None
 
 def load_signing_key(path: Path) -> Any:
     """The log's Ed25519 private key, created (mode 0600) on first use."""
+    # deferred: cryptography loads OpenSSL (~30 ms); only signing and checking need it
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
@@ -215,6 +212,8 @@ def load_signing_key(path: Path) -> Any:
 
 
 def _sign(key: Any, size: int, root: bytes) -> Checkpoint:
+    # deferred: cryptography loads OpenSSL (~30 ms); only signing and checking need it
+    from cryptography.hazmat.primitives import serialization
 
     public = key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -232,6 +231,9 @@ def _sign(key: Any, size: int, root: bytes) -> Checkpoint:
 
 
 def _verify_signature(checkpoint: Checkpoint) -> None:
+    # deferred: cryptography loads OpenSSL (~30 ms); only signing and checking need it
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(checkpoint.public_key))

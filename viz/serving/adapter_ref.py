@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from viz.errors import InvalidInput
-from viz.ledger.metering import WEIGHT_MAX, WEIGHT_MIN
+from viz.ledger.usage import WEIGHT_MAX, WEIGHT_MIN
 
 __all__ = ["ModelRef", "Term", "parse_model"]
 

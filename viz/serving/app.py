@@ -55,8 +55,7 @@ from viz.errors import (
     Unauthenticated,
     VizError,
 )
-from viz.ledger import Usage, quote, reserve, settle, void_reservation
-from viz.ledger.metering import reservation_state
+from viz.ledger import Usage, quote, reservation_state, reserve, settle, void_reservation
 from viz.market.hierarchy import visible_to
 from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
 from viz.models.loading import load_model
