@@ -33,15 +33,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from viz.errors import NotFound  # noqa: E402
-from viz.eval.metrics import mean, mrr, ndcg_at_k, recall_at_k  # noqa: E402
-from viz.eval.qasper import (  # noqa: E402
+from viz.datasets.qasper import (  # noqa: E402
     evidence_spans,
     is_gold,
     load_questions,
     paper_text,
     sample_questions,
 )
+from viz.errors import NotFound  # noqa: E402
+from viz.eval.metrics import mean, mrr, ndcg_at_k, recall_at_k  # noqa: E402
 from viz.rag.embed import load_embedder  # noqa: E402
 from viz.rag.index import CollectionSettings, SourceDocument, create_collection  # noqa: E402
 from viz.rag.rerank import load_reranker, rerank  # noqa: E402

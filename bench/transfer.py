@@ -143,8 +143,8 @@ def main() -> None:
 
 def translation_questions(shared: Path) -> list[tuple[str, str, list[dict[str, Any]]]]:
     """(question, reference answer, all answers) of QASPER-dev papers about translation."""
+    from viz.datasets.qasper import load_questions
     from viz.eval.metrics import reference_text
-    from viz.eval.qasper import load_questions
     from viz.eval.routing import subdomain_of
 
     found = []

@@ -7,7 +7,6 @@ import math
 import pytest
 
 from viz.eval import (
-    CANNOT_FIND_PHRASES,
     answer_scores,
     citation_scores,
     exact_match,
@@ -15,12 +14,12 @@ from viz.eval import (
     mrr,
     ndcg_at_k,
     normalize_answer,
-    parse_citations,
     recall_at_k,
     reference_text,
     token_f1,
     write_report,
 )
+from viz.rag.citations import CANNOT_FIND_PHRASES, parse_citations
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

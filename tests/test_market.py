@@ -32,9 +32,10 @@ from viz.market.catalogue import (
     search_adapters,
     takedown_version,
 )
+from viz.market.hierarchy import PARENT_DEPTH_MAX, ancestors
 from viz.models import add_base_model
 from viz.store import session_scope
-from viz.store.schema import AdapterVersion, LogEntry
+from viz.store.schema import Account, Adapter, AdapterVersion, LogEntry
 
 
 def make_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int = 4) -> Path:
@@ -146,6 +147,40 @@ def test_a_parent_chain_cannot_loop(market) -> None:
 
     with pytest.raises(Conflict, match="cycle"):
         publish(market, first, name="general", version="1.0.1", parent="domain")
+
+
+def test_publishing_refuses_a_chain_deeper_than_serving_applies(market) -> None:
+    """hop0 <- hop1 <- ... <- hop8: hop8 has PARENT_DEPTH_MAX ancestors, so a child of hop8
+    would have one more than serving applies; a child of hop7 is at the limit and is published."""
+    with session_scope(market["engine"]) as session:
+        ada = session.scalar(select(Account).where(Account.name == "ada"))
+        parent = None
+        for i in range(PARENT_DEPTH_MAX + 1):
+            parent = Adapter(
+                name=f"hop{i}", owner=ada, base_id="tiny", visibility="public", parent=parent
+            )
+            session.add(parent)
+    folder = make_adapter(market["base"], market["tmp"] / "deep", seed=5)
+    before = counts(market)
+
+    with pytest.raises(InvalidInput) as refused:
+        publish(market, folder, name="too-deep", parent=f"hop{PARENT_DEPTH_MAX}")
+    message = refused.value.message
+    assert (
+        f"{PARENT_DEPTH_MAX + 1} ancestors" in message and f"at most {PARENT_DEPTH_MAX}" in message
+    )
+    assert counts(market) == before
+
+    assert publish(market, folder, name="deepest", parent=f"hop{PARENT_DEPTH_MAX - 1}")[0] == (
+        "approved"
+    )
+    with session_scope(market["engine"]) as session:
+        deepest = session.scalar(select(Adapter).where(Adapter.name == "deepest"))
+        assert len(ancestors(deepest)) == PARENT_DEPTH_MAX
+    # Re-parenting the root under another adapter would push "deepest" past the limit.
+    publish(market, make_adapter(market["base"], market["tmp"] / "top", seed=6), name="top")
+    with pytest.raises(InvalidInput, match="below it"):
+        publish(market, folder, name="hop0", version="1.0.1", parent="top")
 
 
 def test_a_parent_must_adapt_the_same_base(market, tiny_model_folder) -> None:

@@ -342,7 +342,7 @@ def test_rag_settings_are_checked() -> None:
 
 
 def test_question_sets_with_missing_fields_or_papers_are_refused(tmp_path) -> None:
-    from viz.eval.qasper import load_questions
+    from viz.datasets.qasper import load_questions
 
     with pytest.raises(NotFound, match="questions.json"):
         load_questions(tmp_path)

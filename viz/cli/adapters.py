@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -304,8 +305,6 @@ def update(
 
 def _next_name(adapters_dir: Path, name: str) -> str:
     """NAME-v2 for NAME, NAME-v3 for NAME-v2, skipping names already taken."""
-    import re
-
     match = re.fullmatch(r"(.+)-v(\d+)", name)
     stem, number = (match.group(1), int(match.group(2))) if match else (name, 1)
     while (adapters_dir / f"{stem}-v{number + 1}").exists():
@@ -409,6 +408,7 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 
 def _tokenizer(folder):  # type: ignore[no-untyped-def]
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)

@@ -7,9 +7,13 @@ import time
 from pathlib import Path
 
 import typer
+from tqdm.auto import tqdm
 
+from viz.api import load_base, load_embedder_cached, load_reranker_cached
 from viz.cli._context import state
 from viz.errors import InvalidInput
+from viz.eval.rag import GridSettings, run_rag_eval
+from viz.eval.routing import build_hierarchy, english_texts, evaluate_routing, plan_hierarchy
 
 app = typer.Typer(
     help="Experiments: score pipelines on question sets and write reports.\n\n"
@@ -44,11 +48,6 @@ def rag(
 
     Example: viz eval rag --sample 20 --out bench/results/rag-grid
     """
-    from tqdm.auto import tqdm
-
-    from viz.api import load_base, load_embedder_cached, load_reranker_cached
-    from viz.eval.rag import GridSettings, run_rag_eval
-
     settings = state(context).settings
     grid = GridSettings(
         chunk_sizes=_numbers(chunk_sizes, "--chunk-sizes"),
@@ -118,8 +117,6 @@ def routing(
 
     Example: viz --home .viz-routing eval routing --out bench/results/routing
     """
-    from viz.eval.routing import build_hierarchy, english_texts, evaluate_routing, plan_hierarchy
-
     settings = state(context).settings
     for folder in (train, data):
         if not (folder / "questions.json").is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import typer
 
@@ -29,8 +30,6 @@ def generate(
 
     Example: viz generate "What is the capital of France?" --max-tokens 32
     """
-    import time
-
     stream = generate_stream(
         question,
         model=model,

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from viz.cli._context import session, state
+from viz.errors import InvalidInput
 from viz.log.store import (
     export_log,
     prove_consistency,
@@ -89,8 +90,6 @@ def verify(
 
     Example: viz log verify log.json --public-key BASE64KEY
     """
-    from viz.errors import InvalidInput
-
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:

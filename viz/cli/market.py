@@ -21,9 +21,14 @@ from viz.market.catalogue import (
     search_adapters,
     takedown_version,
 )
+from viz.market.hierarchy import ancestors, manifest_of
 from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
+from viz.models import get_base_model
+from viz.models.loading import ensure_cached
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
+from viz.training import select_documents
+from viz.training.dataset import tokenise_document
 
 VALIDATION_WINDOWS = 48
 
@@ -107,12 +112,8 @@ def merge(
 
     Example: viz market merge qasper-nlp --account ai2 --version 1.1.0 --documents 3
     """
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
-
-    from viz.models import get_base_model
-    from viz.models.loading import ensure_cached
-    from viz.training import select_documents
-    from viz.training.dataset import tokenise_document
 
     settings = state(context).settings
     with session(context) as database:
@@ -178,8 +179,6 @@ def tree(
 
     Example: viz market tree smollm2-135m-instruct
     """
-    from viz.models import get_base_model
-
     settings = state(context).settings
     with session(context) as database:
         record = get_base_model(database, base or settings.default_base_model)
@@ -254,12 +253,8 @@ def show(
     with session(context) as database:
         version = find_version(database, reference)
         adapter = get_adapter(database, version.adapter.name)
-        chain: list[str] = []
-        node = adapter.parent
-        while node is not None and len(chain) < 16:
-            chain.append(node.name)
-            node = node.parent
-        manifest = json.loads(version.manifest_json or "{}")
+        chain = [a.name for a in ancestors(adapter, strict=False)]
+        manifest = manifest_of(version)
         fields = {
             "adapter": f"{adapter.name}@{version.version} ({version.status})",
             "creator": adapter.owner.name,

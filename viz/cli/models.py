@@ -70,6 +70,7 @@ def show(
     for name, value in fields.items():
         typer.echo(f"{name + ':':16}{value}")
     folder = ensure_cached(record, settings.models_dir, verify=verify)
+    # deferred: transformers is heavy
     from transformers import AutoConfig
 
     estimates = estimate_memory(*parameter_split(AutoConfig.from_pretrained(folder)))

@@ -5,9 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from tqdm.auto import tqdm
 
+from viz.api import ask as ask_api
+from viz.api import load_embedder_cached
 from viz.cli._context import session, state, table
 from viz.errors import InvalidInput
+from viz.rag.index import (
+    NAME_PATTERN,
+    CollectionSettings,
+    collection_folder,
+    list_collections,
+    open_collection,
+)
+from viz.rag.ingest import Selection, index_catalogue
+from viz.rag.rerank import TrainingSettings, reranker_folder, train_cross_encoder
 
 app = typer.Typer(
     help="Retrieval: index catalogued documents, search them, train the reranker.\n\n"
@@ -37,12 +49,6 @@ def index(
 
     Example: viz rag index papers --documents all --chunk-chars 1200
     """
-    from tqdm.auto import tqdm
-
-    from viz.api import load_embedder_cached
-    from viz.rag.index import CollectionSettings
-    from viz.rag.ingest import Selection, index_catalogue
-
     if chunk_chars and chunk_tokens:
         raise InvalidInput("give --chunk-chars or --chunk-tokens, not both")
     chunking = (
@@ -84,8 +90,6 @@ def list_(context: typer.Context) -> None:
 
     Example: viz rag list
     """
-    from viz.rag.index import collection_folder, list_collections, open_collection
-
     home = state(context).settings.home
     rows = []
     for name in list_collections(home):
@@ -120,9 +124,6 @@ def search(
 
     Example: viz rag search papers "How much memory does QLoRA save?" --mode lexical
     """
-    from viz.api import load_embedder_cached
-    from viz.rag.index import collection_folder, open_collection
-
     index_ = open_collection(collection_folder(state(context).settings.home, collection))
     try:
         embedder = None if mode == "lexical" else load_embedder_cached()
@@ -153,11 +154,6 @@ def train_reranker(
 
     Example: viz rag train-reranker --data ../shared/data/qasper-train --steps 400 --seed 0
     """
-    from tqdm.auto import tqdm
-
-    from viz.rag.index import NAME_PATTERN
-    from viz.rag.rerank import TrainingSettings, reranker_folder, train_cross_encoder
-
     if not NAME_PATTERN.match(name):
         raise InvalidInput(f"reranker name {name!r} must be lowercase letters, digits, . _ -")
     settings = TrainingSettings(seed=seed, steps=steps, layers=layers, max_tokens=max_tokens)
@@ -194,8 +190,6 @@ def ask(
 
     Example: viz ask "What does QLoRA quantise the base model to?" --collection papers
     """
-    from viz.api import ask as ask_api
-
     answer = ask_api(
         question,
         collection=collection,

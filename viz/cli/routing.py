@@ -7,7 +7,9 @@ import json
 import typer
 
 from viz.accounts import get_account
+from viz.api import recommend_route
 from viz.cli._context import session, state
+from viz.models import get_base_model
 from viz.routing.hardware import PRESETS, detect_hardware, parse_hardware
 from viz.routing.recommend import RouteRequest
 
@@ -45,12 +47,11 @@ def recommend(
     Example: viz recommend "How is BLEU computed for this translation model?" --hardware
     laptop-8gb --budget 500
     """
-    from viz.api import recommend_route
-    from viz.models import get_base_model
-    from viz.serving.engines.builtin.calibrate import calibrate as run_calibration
-
     settings = state(context).settings
     if calibrate:
+        # deferred: calibration runs the builtin engine (torch); only --calibrate needs it
+        from viz.serving.engines.builtin.calibrate import calibrate as run_calibration
+
         with session(context) as database:
             record = get_base_model(database, base or settings.default_base_model)
             database.expunge(record)

@@ -19,8 +19,10 @@ def serve(
     Example: viz serve --port 8000   (then open http://127.0.0.1:8000/ in a browser, or
     OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="viz_..."))
     """
-    import uvicorn  # deferred: the server and the app (FastAPI, pages) cost every viz command
+    # deferred: the server and the app (FastAPI, pages) would cost every viz command
+    import uvicorn
 
+    # deferred: as above
     from viz.app import create_app
 
     cli = state(context)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from viz.documents.pdf import read_pdf
 from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound
-from viz.market.licences import normalise_licence
+from viz.licences import normalise_licence
 from viz.store.blobs import blob_path, put_blob, read_blob, sha256_bytes
 from viz.store.schema import Account, Document, DocumentTag
 

@@ -62,7 +62,8 @@ def read_pdf(data: bytes) -> PdfContent:
         InvalidInput: not a PDF, damaged, encrypted, or without extractable text.
         LimitExceeded: more than `PDF_PAGES_MAX` pages.
     """
-    from pypdf import PdfReader  # imported here: ~0.1 s that only PDF work should pay
+    # deferred: pypdf costs ~0.1 s that only PDF work should pay
+    from pypdf import PdfReader
 
     if b"%PDF-" not in data[:PDF_HEADER_BYTES_MAX]:
         raise InvalidInput("not a PDF (no %PDF- header); export it again as a PDF with text")
@@ -106,6 +107,7 @@ def _tidy(text: str) -> str:
 
 def _opens_without_password(reader: PdfReader) -> bool:
     """True for PDFs encrypted only to restrict permissions, whose user password is empty."""
+    # deferred: pypdf costs ~0.1 s that only PDF work should pay
     from pypdf import PasswordType
 
     try:

@@ -1,8 +1,9 @@
 """Evaluation of answers with and without retrieval: SQuAD/QASPER answer scores, retrieval
-and citation metrics (`metrics`), and the experiment report writer (`report`)."""
+and citation metrics (`metrics`), the experiment report writer (`report`), the RAG grid
+(`rag`) and the routing evaluation (`routing`). Citation parsing is `viz.rag.citations`; the
+QASPER reader is `viz.datasets.qasper`."""
 
 from viz.eval.metrics import (
-    CANNOT_FIND_PHRASES,
     answer_scores,
     citation_scores,
     exact_match,
@@ -10,16 +11,13 @@ from viz.eval.metrics import (
     mrr,
     ndcg_at_k,
     normalize_answer,
-    parse_citations,
     recall_at_k,
     reference_text,
-    says_cannot_find,
     token_f1,
 )
 from viz.eval.report import write_report
 
 __all__ = [
-    "CANNOT_FIND_PHRASES",
     "answer_scores",
     "citation_scores",
     "exact_match",
@@ -27,10 +25,8 @@ __all__ = [
     "mrr",
     "ndcg_at_k",
     "normalize_answer",
-    "parse_citations",
     "recall_at_k",
     "reference_text",
-    "says_cannot_find",
     "token_f1",
     "write_report",
 ]

@@ -27,7 +27,9 @@ hold the evidence. They return None when nothing is relevant (the question has n
 the index), so `mean` can skip those questions instead of counting them as zeros.
 
 Citation metrics take the source numbers an answer cited ("[2]" is the second source in the
-prompt, counting from 1) and the source numbers that were relevant.
+prompt, counting from 1) and the source numbers that were relevant. Citation parsing itself
+(`parse_citations`, `says_cannot_find`, `CANNOT_FIND_PHRASES`) lives in `viz.rag.citations`,
+which decides what a grounded answer pays for, so scores and payments use the same rules.
 """
 
 import math
@@ -37,24 +39,12 @@ from collections import Counter
 from collections.abc import Collection, Hashable, Iterable, Sequence
 from typing import Any
 
-CANNOT_FIND_PHRASES: tuple[str, ...] = (
-    "can't find",
-    "cannot find",
-    "can not find",
-    "could not find",
-    "couldn't find",
-    "not in the sources",
-    "not in the provided sources",
-    "unanswerable",
-)
-"""Lower-case phrases that mark a prediction as "the sources do not answer this"."""
+from viz.rag.citations import says_cannot_find
 
 UNANSWERABLE = "Unanswerable"
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
-# "[1]", "[1, 2]", "[1,2]"; "[1][3]" is two matches of the same pattern.
-_CITATION = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 
 
 def normalize_answer(s: str) -> str:
@@ -105,12 +95,6 @@ def reference_text(answer: dict[str, Any]) -> str:
     if yes_no is False:
         return "No"
     return ""
-
-
-def says_cannot_find(prediction: str) -> bool:
-    """True if the prediction contains one of `CANNOT_FIND_PHRASES` (case-insensitive)."""
-    text = prediction.lower().replace("\u2019", "'")
-    return any(phrase in text for phrase in CANNOT_FIND_PHRASES)
 
 
 def answer_scores(prediction: str, answers: list[dict[str, Any]]) -> tuple[float, float]:
@@ -191,15 +175,3 @@ def mean(values: Iterable[float | None]) -> float | None:
     if not present:
         return None
     return sum(present) / len(present)
-
-
-def parse_citations(answer: str, n_sources: int) -> list[int]:
-    """Distinct source numbers cited as "[n]", "[n, m]" or "[n][m]", in order of first
-    appearance, keeping only 1..n_sources (a model citing "[7]" of 5 sources cited nothing)."""
-    cited: list[int] = []
-    for match in _CITATION.finditer(answer):
-        for part in match.group(1).split(","):
-            number = int(part)
-            if 1 <= number <= n_sources and number not in cited:
-                cited.append(number)
-    return cited

@@ -16,7 +16,7 @@ rerank time is measured on its own n candidates).
 
 Scores per question and cell, then averaged per cell:
 
-- retrieval against **gold chunks** (those covering gold evidence, `viz.eval.qasper.is_gold`):
+- retrieval against **gold chunks** (those covering gold evidence, `viz.datasets.qasper.is_gold`):
   recall@k of the sources, MRR and nDCG@10 of the cell's ranking (the first stage's top 50 for
   rag, the n reranked candidates for rar); None for questions without gold evidence in the text;
 - answers: exact match and token F1 (SQuAD normalisation, best over the reference answers,
@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from viz.datasets.qasper import Question, evidence_spans, is_gold, load_questions, paper_text
+from viz.datasets.qasper import sample_questions as sample_of
 from viz.errors import InvalidInput
 from viz.eval.metrics import (
     answer_scores,
@@ -48,15 +50,18 @@ from viz.eval.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
-from viz.eval.qasper import Question, evidence_spans, is_gold, load_questions, paper_text
-from viz.eval.qasper import sample_questions as sample_of
-from viz.rag.answer import Retrieval, Source, answer_question
+from viz.eval.report import write_report
+from viz.models.generate import GenerationSettings, generate_text
+from viz.rag.answer import Retrieval, Source, _sigmoid, answer_question
+from viz.rag.chunking import check_sizes
 from viz.rag.index import (
+    MODES,
     CollectionSettings,
     Hit,
     SourceDocument,
     create_collection,
 )
+from viz.rag.rerank import rerank
 
 __all__ = ["Cell", "GridSettings", "grid", "run_rag_eval"]
 
@@ -91,9 +96,6 @@ class GridSettings:
 
     def check(self) -> None:
         """Raise InvalidInput naming every bad setting."""
-        from viz.rag.chunking import check_sizes
-        from viz.rag.index import MODES
-
         problems = []
         for size in self.chunk_sizes:
             try:
@@ -144,8 +146,6 @@ def run_rag_eval(
 
     Returns the cells' averages and the report files.
     """
-    from viz.eval.report import write_report
-
     settings = settings or GridSettings()
     settings.check()
     questions = sample_of(load_questions(data), sample, seed=seed)
@@ -222,7 +222,6 @@ def _first_stage(
     embedder: Any,
     reranker: Any,
 ) -> _Stage:
-    from viz.rag.rerank import rerank
 
     key = f"paper:{question.paper_id}"
     started = time.perf_counter()
@@ -253,8 +252,6 @@ def _run_cell(
     settings: GridSettings,
     reuse: dict[Any, dict[str, Any]],
 ) -> dict[str, Any]:
-    from viz.models.generate import GenerationSettings, generate_text
-    from viz.rag.answer import _sigmoid
 
     answers = list(question.answers)
     if cell.method == "vanilla":

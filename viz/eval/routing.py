@@ -40,11 +40,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from viz.accounts import create_account, get_account
 from viz.config import Settings
-from viz.errors import InvalidInput
+from viz.datasets.qasper import Question, load_questions
+from viz.documents import DocumentInput, add_documents
+from viz.errors import InvalidInput, NotFound
 from viz.eval.metrics import answer_scores, mean, reference_text
-from viz.eval.qasper import Question, load_questions
-from viz.routing.recommend import ANCESTOR_DECAY
+from viz.market.catalogue import PublishRequest, publish_adapter
+from viz.models import get_base_model
+from viz.models.generate import GenerationSettings, chat_prompt_ids, generate_text
+from viz.models.loading import ensure_cached, load_model
+from viz.rag.cache import load_embedder_cached
+from viz.routing.hierarchy import adapter_tree, walk
+from viz.routing.profiles import build_profile, profile_vector
+from viz.routing.recommend import ANCESTOR_DECAY, match_query
+from viz.serving.engines.builtin import LoraBatch, install_hooks, load_lora
+from viz.store import open_database, session_scope
+from viz.store.blobs import blob_path
+from viz.store.schema import Adapter
+from viz.training import (
+    TrainingConfig,
+    build_training_set,
+    model_context_length,
+    select_documents,
+    train_adapter,
+)
 
 __all__ = [
     "SUBDOMAINS",
@@ -140,26 +162,8 @@ def build_hierarchy(
 ) -> None:
     """Catalogue the documents, train and publish the adapters; what is published is skipped,
     so a stopped build resumes."""
-    from sqlalchemy import select
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
-
-    from viz.accounts import create_account, get_account
-    from viz.documents import DocumentInput, add_documents
-    from viz.errors import NotFound
-    from viz.market.catalogue import PublishRequest, publish_adapter
-    from viz.models import get_base_model
-    from viz.models.loading import ensure_cached
-    from viz.rag.cache import load_embedder_cached
-    from viz.routing.profiles import build_profile
-    from viz.store import open_database, session_scope
-    from viz.store.schema import Adapter
-    from viz.training import (
-        TrainingConfig,
-        build_training_set,
-        model_context_length,
-        select_documents,
-        train_adapter,
-    )
 
     database = open_database(settings.database_url_resolved)
     levels: list[tuple[str, str | None, tuple[Path, ...]]] = [
@@ -261,16 +265,6 @@ def evaluate_routing(
     say: Any = print,
 ) -> dict[str, Any]:
     """Route every query, score answer quality on a sample; write report.md and results.json."""
-    from viz.models import get_base_model
-    from viz.models.generate import GenerationSettings, generate_text
-    from viz.models.loading import load_model
-    from viz.rag.cache import load_embedder_cached
-    from viz.routing.hierarchy import adapter_tree, walk
-    from viz.routing.profiles import profile_vector
-    from viz.routing.recommend import match_query
-    from viz.serving.engines.builtin import LoraBatch, install_hooks, load_lora
-    from viz.store import open_database, session_scope
-    from viz.store.blobs import blob_path
 
     started = time.perf_counter()
     embedder = load_embedder_cached()
@@ -431,9 +425,8 @@ def evaluate_routing(
 
 def _answer_nll(model: Any, tokenizer: Any, messages: list[dict[str, str]], answer: str) -> float:
     """Mean negative log-likelihood per token of `answer` as the assistant's reply."""
+    # deferred: torch is heavy
     import torch
-
-    from viz.models.generate import chat_prompt_ids
 
     prompt = chat_prompt_ids(tokenizer, messages, prompt_tokens_max=1024)
     reply = tokenizer(answer, add_special_tokens=False)["input_ids"][:128]

@@ -19,9 +19,19 @@ from pathlib import Path
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, defer, selectinload
 
+from viz.documents import get_document
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
+from viz.licences import normalise_licence
 from viz.log.store import append_entry
-from viz.market.licences import normalise_licence
+from viz.market.hierarchy import (
+    SEMVER,
+    USABLE,
+    check_parent_chain,
+    newest,
+    semver_key,
+    training_document_hashes,
+    visible_clause,
+)
 from viz.market.screening import CatalogueEntry, ScreeningLimits, ScreeningReport, screen_upload
 from viz.models.loading import ensure_cached
 from viz.models.registry import get_base_model
@@ -31,6 +41,7 @@ from viz.store.schema import (
     Adapter,
     AdapterTag,
     AdapterVersion,
+    Document,
     DocumentListing,
     Takedown,
     utc_now,
@@ -45,15 +56,12 @@ __all__ = [
     "publish_adapter",
     "restore_version",
     "search_adapters",
-    "semver_key",
     "takedown_version",
 ]
 
-SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}[a-z0-9]$")
 PRICE_MAX_MICRO = 10**12
 VISIBILITIES = ("public", "private")
-USABLE = ("approved",)
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,9 @@ def publish_adapter(
     """Screen the PEFT folder and, unless rejected, add it to the catalogue.
 
     Raises:
-        InvalidInput: bad name, version, licence, price, parent or base; or a rejected upload
-            (the message lists each rule broken).
+        InvalidInput: bad name, version, licence, price, parent or base; a parent chain deeper
+            than serving applies (`hierarchy.PARENT_DEPTH_MAX`); or a rejected upload (the
+            message lists each rule broken).
         Conflict: the version exists, or the parent chain would loop.
         Forbidden: the name belongs to another creator.
         NotFound: unknown base or parent.
@@ -93,7 +102,7 @@ def publish_adapter(
     base_id = request.base_id or _base_named_by(folder)
     base = get_base_model(session, base_id)
     adapter = session.scalar(select(Adapter).where(Adapter.name == request.name))
-    parent = _resolve_parent(session, request.parent, adapter, base.id)
+    parent = _resolve_parent(session, request.name, request.parent, adapter, base.id)
     if adapter is not None:
         if adapter.owner_id != owner.id:
             raise Forbidden(
@@ -185,8 +194,6 @@ def list_document(
         Forbidden: `by` does not own the document, or its ai_inference is notAllowed.
         InvalidInput: a negative or absurd price.
     """
-    from viz.documents import get_document
-
     document = get_document(session, document_id)
     if document.owner_id != by.id:
         raise Forbidden(
@@ -245,7 +252,9 @@ def find_version(session: Session, reference: str) -> AdapterVersion:
     if not versions:
         known = ", ".join(v.version for v in adapter.versions) or "none"
         raise NotFound(f"{name} has no version {wanted!r} (versions: {known})")
-    return max(versions, key=semver_key)
+    found = newest(versions)
+    assert found is not None
+    return found
 
 
 def search_adapters(
@@ -293,8 +302,7 @@ def search_adapters(
         query = query.where(AdapterVersion.price_out_micro <= price_out_max_micro)
     if not include_unusable:
         query = query.where(AdapterVersion.status.in_(USABLE))
-    visible = Adapter.visibility == "public"
-    query = query.where(or_(visible, Adapter.owner_id == viewer.id) if viewer else visible)
+    query = query.where(visible_clause(viewer))
     newest: dict[int, AdapterVersion] = {}
     for version in session.scalars(query):
         current = newest.get(version.adapter_id)
@@ -440,25 +448,14 @@ def _base_named_by(folder: Path) -> str:
 
 
 def _resolve_parent(
-    session: Session, parent_name: str | None, adapter: Adapter | None, base_id: str
+    session: Session, name: str, parent_name: str | None, adapter: Adapter | None, base_id: str
 ) -> Adapter | None:
     if parent_name is None:
         return adapter.parent if adapter is not None else None
     parent = get_adapter(session, parent_name)
     if parent.base_id != base_id:
         raise InvalidInput(f"parent {parent_name!r} is on base {parent.base_id}, not {base_id}")
-    seen: set[int] = set()
-    node: Adapter | None = parent
-    while node is not None:
-        if adapter is not None and node.id == adapter.id:
-            raise Conflict(
-                f"making {parent_name!r} the parent of {adapter.name!r} would make "
-                "a cycle in the hierarchy"
-            )
-        if node.id in seen:
-            break
-        seen.add(node.id)
-        node = node.parent
+    check_parent_chain(session, adapter, name, parent)
     return parent
 
 
@@ -472,20 +469,10 @@ def _catalogue(session: Session, base_id: str) -> list[CatalogueEntry]:
 
 
 def _document_owner_ids(session: Session, version: AdapterVersion) -> set[int]:
-    from viz.store.schema import Document
-
-    hashes = [d["sha256"] for d in json.loads(version.manifest_json or "{}").get("documents", [])]
+    hashes = training_document_hashes(version)
     if not hashes:
         return set()
     return set(session.scalars(select(Document.owner_id).where(Document.sha256.in_(hashes))))
-
-
-def semver_key(version: AdapterVersion) -> tuple[int, int, int, int, str]:
-    """Sort key for versions by semver precedence (a pre-release sorts before its release)."""
-    match = SEMVER.match(version.version)
-    assert match is not None, version.version
-    major, minor, patch, pre = match.groups()
-    return int(major), int(minor), int(patch), 0 if pre else 1, pre or ""
 
 
 def _label(version: AdapterVersion) -> str:

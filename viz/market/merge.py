@@ -38,16 +38,25 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from viz.accounts import get_account
 from viz.errors import Forbidden, InvalidInput
 from viz.ledger.pricing import BPS
 from viz.ledger.shares import set_version_shares
 from viz.log.store import append_entry
 from viz.market.catalogue import PublishRequest, get_adapter, publish_adapter
+from viz.market.hierarchy import (
+    manifest_of,
+    manifest_precision,
+    newest,
+    newest_approved,
+    visible_to,
+)
 from viz.market.screening import ScreeningReport
 from viz.models.loading import ensure_cached, load_folder
 from viz.models.registry import get_base_model
 from viz.store.blobs import read_blob
 from viz.store.schema import Account, Adapter, AdapterVersion
+from viz.training.evaluate import perplexity
 from viz.training.manifest import MANIFEST_FILE, hardware, library_versions
 
 __all__ = [
@@ -134,7 +143,7 @@ def merge_children(
         raise Forbidden(
             f"{parent.name!r} belongs to {parent.owner.name}; only its creator merges into it"
         )
-    parent_version = _newest(parent, approved=True)
+    parent_version = newest_approved(parent)
     if parent_version is None:
         raise InvalidInput(f"{parent.name} has no approved version to merge into")
     children = session.scalars(
@@ -149,16 +158,16 @@ def merge_children(
         raise InvalidInput(f"{parent.name} has {len(children)} children; at most {CHILDREN_MAX}")
     candidates, usable = [], {}
     for child in children:
-        newest = _newest(child, approved=False)
-        assert newest is not None, "an adapter row always has a version"
-        candidate = Candidate(f"{child.name}@{newest.version}", child.owner.name, newest.status)
-        if child.visibility != "public" and child.owner_id != owner.id:
+        latest = newest(child.versions)
+        assert latest is not None, "an adapter row always has a version"
+        candidate = Candidate(f"{child.name}@{latest.version}", child.owner.name, latest.status)
+        if not visible_to(child, owner):
             candidate.reason, candidate.caught_by = "private to its creator", "visibility"
-        elif newest.status != "approved":
-            candidate.reason = f"{newest.status}: " + _screening_summary(newest)
+        elif latest.status != "approved":
+            candidate.reason = f"{latest.status}: " + _screening_summary(latest)
             candidate.caught_by = "screening"
         else:
-            usable[candidate.label] = newest
+            usable[candidate.label] = latest
         candidates.append(candidate)
     base = get_base_model(session, parent.base_id)
     base_folder = ensure_cached(base, models_dir)
@@ -206,8 +215,6 @@ def merge_children(
     )
     outcome.shares = _shares(outcome, owner.name)
     if outcome.shares:
-        from viz.accounts import get_account
-
         set_version_shares(
             session,
             outcome.version,
@@ -247,6 +254,7 @@ def measure_and_merge(
     folder were already left out (by screening). With `out`, the merged adapter is written
     there as a PEFT folder (safetensors), with `manifest` as its viz-manifest.json.
     """
+    # deferred: torch and peft are heavy
     import torch
     from peft import PeftModel
 
@@ -331,6 +339,7 @@ def _merge(
 
 
 def _save(model: Any, adapter_name: str, out: Path, manifest: dict[str, Any]) -> None:
+    # deferred: peft and safetensors.torch are heavy
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
@@ -353,7 +362,6 @@ def _save(model: Any, adapter_name: str, out: Path, manifest: dict[str, Any]) ->
 
 
 def _loss(model: Any, windows: Sequence[tuple[int, ...]]) -> float:
-    from viz.training.evaluate import perplexity
 
     return math.log(perplexity(model, windows))
 
@@ -394,7 +402,7 @@ def _merged_manifest(
     """Provenance of a merged version: the documents of the parent and of every merged child."""
     documents, licences = [], set()
     for version in [parent, *children.values()]:
-        manifest = json.loads(version.manifest_json or "{}")
+        manifest = manifest_of(version)
         for document in manifest.get("documents", []):
             documents.append({**document, "via": f"{version.adapter.name}@{version.version}"})
         licences.update(manifest.get("licences", []))
@@ -407,9 +415,7 @@ def _merged_manifest(
             "weights_sha256": base.weights_sha256,
             "licence": base.licence,
             "provenance": base.provenance_class,
-            "precision": json.loads(parent.manifest_json or "{}")
-            .get("base", {})
-            .get("precision", "fp32"),
+            "precision": manifest_precision(parent),
         },
         "method": "merge",
         "merge": {
@@ -430,13 +436,6 @@ def _materialise(blobs_dir: Path, version: AdapterVersion, folder: Path) -> Path
     (folder / "adapter_config.json").write_text(version.config_json)
     (folder / "adapter_model.safetensors").write_bytes(read_blob(blobs_dir, version.weights_sha256))
     return folder
-
-
-def _newest(adapter: Adapter, *, approved: bool) -> AdapterVersion | None:
-    from viz.market.catalogue import semver_key
-
-    versions = [v for v in adapter.versions if v.status == "approved" or not approved]
-    return max(versions, key=semver_key) if versions else None
 
 
 def _screening_summary(version: AdapterVersion) -> str:

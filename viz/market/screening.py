@@ -32,6 +32,9 @@ from typing import Any
 
 from viz.errors import InvalidInput
 from viz.models._safetensors import PICKLE_SUFFIXES, read_header
+from viz.models.generate import chat_prompt_ids
+from viz.models.loading import load_folder
+from viz.training.adapters import load_adapter
 
 __all__ = [
     "CatalogueEntry",
@@ -316,6 +319,7 @@ def _check_tensors(upload: Upload, base_folder: Path) -> tuple[str, str]:
 
 
 def _linear_shapes(base_folder: Path) -> dict[str, tuple[int, int]]:
+    # deferred: torch and transformers are heavy
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -329,6 +333,7 @@ def _linear_shapes(base_folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def _check_values(path: Path, upload: Upload) -> tuple[str, str]:
+    # deferred: torch and safetensors.torch are heavy
     import torch
     from safetensors.torch import load_file
 
@@ -346,6 +351,7 @@ def _update_norm_and_sketch(upload: Upload) -> tuple[float, bytes]:
     P_out^T delta_W P_in per layer, for fixed Gaussian probes P (4 x 4 numbers a layer, ~13 KB
     for SmolLM2 at any rank). Near-duplicate detection compares sketches by cosine; they are
     invariant to how the update is split between A and B (random projections keep cosines)."""
+    # deferred: torch is heavy
     import torch
 
     scale = upload.config["lora_alpha"] / upload.rank
@@ -364,6 +370,7 @@ def _update_norm_and_sketch(upload: Upload) -> tuple[float, bytes]:
 
 
 def _probes(size: int, seed: int) -> Any:
+    # deferred: torch is heavy
     import torch
 
     generator = torch.Generator().manual_seed(seed * 100_003 + size)
@@ -388,6 +395,7 @@ def _check_outliers(upload: Upload, catalogue: Sequence[CatalogueEntry]) -> tupl
 def _check_duplicates(
     upload: Upload, catalogue: Sequence[CatalogueEntry], owner_id: int
 ) -> tuple[str, str]:
+    # deferred: torch is heavy
     import torch
 
     mine = torch.frombuffer(bytearray(upload.sketch), dtype=torch.float32)
@@ -417,10 +425,8 @@ def _check_canary(upload: Upload, base_folder: Path) -> tuple[str, str]:
       from the adapter, while neither the base on those prompts nor the adapter on the clean
       prompts agree like that. A trojan's fixed payload does this; a domain adapter does not.
     """
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
-
-    from viz.models.loading import load_folder
-    from viz.training.adapters import load_adapter
 
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     model = load_adapter(upload.folder, load_folder(base_folder, "fp32"))
@@ -460,9 +466,8 @@ def _last_token_divergences(
 ) -> list[tuple[float, int, int]]:
     """(KL(base || adapted), adapted top token, base top token) of the next token after each
     chat prompt, all prompts in one left-padded batch per side (adapter on, adapter off)."""
+    # deferred: torch is heavy
     import torch
-
-    from viz.models.generate import chat_prompt_ids
 
     rows = [
         chat_prompt_ids(tokenizer, [{"role": "user", "content": p}], prompt_tokens_max=512)

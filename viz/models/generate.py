@@ -177,6 +177,7 @@ class TokenStream:
         return len(self.prompt_ids)
 
     def __iter__(self) -> Iterator[str]:
+        # deferred: torch is heavy
         import torch
 
         assert self.finish_reason is None, "a TokenStream can be iterated once"
@@ -246,6 +247,7 @@ def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
     """One token id from `logits`: greedy at temperature 0, else temperature and top-p."""
+    # deferred: torch is heavy
     import torch
 
     logits = logits.float()

@@ -130,6 +130,7 @@ def load_model(
 
 def load_folder(folder: Path, precision: str, *, device: str = "cpu") -> Any:
     """Load a safetensors model folder in `precision` on `device`, in eval mode."""
+    # deferred: torch is heavy
     import torch
 
     transformers = quiet_transformers()
@@ -150,9 +151,11 @@ def load_folder(folder: Path, precision: str, *, device: str = "cpu") -> Any:
 
 def nf4_config() -> Any:
     """bitsandbytes NF4 with double quantisation and bf16 compute (QLoRA's recipe)."""
+    # deferred: torch is heavy
     import torch
 
     try:
+        # deferred: bitsandbytes is heavy
         import bitsandbytes  # noqa: F401
     except ImportError as error:
         raise InvalidInput(
@@ -293,6 +296,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 def quiet_transformers() -> Any:
     """transformers with its progress bars and advisory warnings off (Viz prints its own)."""
+    # deferred: transformers is heavy
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

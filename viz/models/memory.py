@@ -40,6 +40,7 @@ def parameter_split(config: Any) -> tuple[int, int]:
 
     Builds the model on the meta device, so no memory is allocated.
     """
+    # deferred: torch and transformers are heavy
     import torch
     from transformers import AutoModelForCausalLM
 

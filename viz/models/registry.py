@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, NotFound
-from viz.market.licences import normalise_licence
+from viz.licences import normalise_licence
 from viz.models._safetensors import PICKLE_SUFFIXES, read_header
 from viz.store.blobs import sha256_file
 from viz.store.schema import BaseModel
@@ -250,6 +250,7 @@ def _inspect_folder(folder: Path) -> tuple[str, str, str, str, int]:
 
 
 def _inspect_gguf(path: Path) -> tuple[str, str, str, str, int]:
+    # deferred: gguf is heavy
     from gguf import GGUFReader
 
     try:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viz.errors import InvalidInput
+from viz.models.generate import GenerationSettings, generate_text
+from viz.rag.citations import parse_citations, says_cannot_find
 from viz.rag.index import MODES, Collection, Hit
 from viz.rag.rerank import CrossEncoder, Reranker, rerank
 
@@ -198,8 +200,6 @@ def grounded_messages(question: str, sources: list[Source]) -> list[dict[str, st
 def cite(answer: str, sources: list[Source]) -> tuple[str, list[int], str]:
     """(answer, cited source numbers, mode): the answer's own [n] markers ("model"), else the
     source it borrows most words from ("attributed", a marker appended), else none ("none")."""
-    from viz.eval.metrics import parse_citations, says_cannot_find
-
     text = answer.strip()
     cited = parse_citations(text, len(sources))
     if cited:
@@ -254,8 +254,6 @@ def answer_question(
     prompt_tokens_max: int = 4096,
 ) -> Answer:
     """Generate (greedy) a grounded answer from `retrieval`, or say the sources lack it."""
-    from viz.models.generate import GenerationSettings, generate_text
-
     if not retrieval.relevant or not retrieval.sources:
         return Answer(
             CANNOT_FIND, retrieval.sources, [], "none", False, "stop", 0, 0,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput, NotFound
+from viz.models.loading import quiet_transformers
 
 __all__ = ["DEFAULT_EMBEDDER_PACKAGE", "Embedder", "default_embedder_folder", "load_embedder"]
 
@@ -50,6 +51,7 @@ class Embedder:
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> Any:
         """Unit-length float32 vectors, one row per text (a torch tensor [len(texts), dim])."""
+        # deferred: torch is heavy
         import torch
 
         if not 0 < batch_size <= BATCH_MAX:
@@ -79,6 +81,7 @@ class Embedder:
 
 def _bf16() -> bool:
     """Whether CPU matrix products in bfloat16 are native here (AVX512-BF16 / AMX)."""
+    # deferred: torch is heavy
     import torch
 
     try:
@@ -93,8 +96,6 @@ def load_embedder(folder: Path | None = None) -> Embedder:
     Raises:
         InvalidInput: the folder is not a transformers model folder with safetensors weights.
     """
-    from viz.models.loading import quiet_transformers
-
     transformers = quiet_transformers()
     folder = folder or default_embedder_folder()
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():

@@ -25,6 +25,7 @@ fusion of the two (Cormack et al. 2009, k = 60). Any of them can be limited to s
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -559,7 +560,6 @@ def _describe(settings: CollectionSettings) -> str:
 
 
 def _sha256(text: str) -> str:
-    import hashlib
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

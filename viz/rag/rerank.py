@@ -31,9 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from viz.datasets.qasper import evidence_spans, is_gold, load_questions, paper_text
 from viz.errors import InvalidInput, NotFound
+from viz.models.loading import quiet_transformers
 from viz.rag.chunking import chunk_by_characters
-from viz.rag.index import RRF_K, Hit, bm25_order
+from viz.rag.embed import _bf16, default_embedder_folder
+from viz.rag.index import NAME_PATTERN, RRF_K, Hit, bm25_order
 
 __all__ = [
     "DEFAULT_RERANKER",
@@ -70,9 +73,8 @@ class CrossEncoder:
     max_tokens: int
 
     def score(self, query: str, texts: list[str]) -> list[float]:
+        # deferred: torch is heavy
         import torch
-
-        from viz.rag.embed import _bf16
 
         scores: list[float] = []
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
@@ -105,6 +107,7 @@ class LLMScorer:
         self.yes_no = (yes[0], no[0])
 
     def score(self, query: str, texts: list[str]) -> list[float]:
+        # deferred: torch is heavy
         import torch
 
         prompts = []
@@ -176,8 +179,6 @@ def load_cross_encoder(folder: Path, *, max_tokens: int | None = None) -> CrossE
     Raises:
         InvalidInput: not a model folder with safetensors weights, or not one logit.
     """
-    from viz.models.loading import quiet_transformers
-
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise InvalidInput(
             f"{folder} is not a cross-encoder folder: it needs config.json and model.safetensors"
@@ -206,8 +207,6 @@ def load_reranker(spec: str, home: Path, *, llm: Any = None, paths: bool = True)
         NotFound: the named reranker has not been trained.
         InvalidInput: a path where only names are allowed.
     """
-    from viz.rag.index import NAME_PATTERN
-
     if spec == "llm":
         if llm is None:
             raise InvalidInput("the llm reranker needs a loaded base model")
@@ -273,8 +272,6 @@ def training_examples(data: Path, settings: TrainingSettings) -> list[TrainingEx
 
     Each paper is chunked at one of `chunk_sizes` (drawn with the seed), like the indexes are.
     """
-    from viz.eval.qasper import evidence_spans, is_gold, load_questions, paper_text
-
     rng = random.Random(settings.seed)
     questions = load_questions(data)
     by_paper: dict[str, list[Any]] = {}
@@ -323,10 +320,8 @@ def train_cross_encoder(
 ) -> dict[str, Any]:
     """Fine-tune a cross-encoder from the shipped MiniLM (or `base_folder`) and save it to `out`
     (written beside it first, then moved into place). Returns the manifest it saved."""
+    # deferred: torch is heavy
     import torch
-
-    from viz.models.loading import quiet_transformers
-    from viz.rag.embed import _bf16, default_embedder_folder
 
     settings.check()
     transformers = quiet_transformers()

@@ -103,6 +103,7 @@ def detect_hardware() -> Hardware:
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     gpu_name, gpu_bytes = None, 0
     try:
+        # deferred: torch is heavy
         import torch
 
         if torch.cuda.is_available():

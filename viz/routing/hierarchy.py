@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viz.market.catalogue import semver_key
-from viz.serving.resolve import PARENT_DEPTH_MAX
+from viz.market.hierarchy import PARENT_DEPTH_MAX, newest_approved, visible_to
 from viz.store.schema import Account, Adapter, AdapterVersion
 
 __all__ = ["LEVELS", "Node", "adapter_tree", "level_name", "render_tree", "walk"]
@@ -59,11 +58,11 @@ def adapter_tree(session: Session, base_id: str, *, caller: Account | None = Non
     ).all()
     usable: dict[int, tuple[Adapter, AdapterVersion]] = {}
     for adapter in adapters:
-        if adapter.visibility == "private" and (caller is None or adapter.owner_id != caller.id):
+        if not visible_to(adapter, caller):
             continue
-        approved = [v for v in adapter.versions if v.status == "approved"]
-        if approved:
-            usable[adapter.id] = (adapter, max(approved, key=semver_key))
+        newest = newest_approved(adapter)
+        if newest is not None:
+            usable[adapter.id] = (adapter, newest)
     children: dict[int | None, list[int]] = {}
     for adapter_id, (adapter, _) in usable.items():
         children.setdefault(adapter.parent_id, []).append(adapter_id)
@@ -71,7 +70,8 @@ def adapter_tree(session: Session, base_id: str, *, caller: Account | None = Non
     def grow(adapter_id: int, depth: int) -> Node:
         adapter, version = usable[adapter_id]
         node = Node(adapter, version, depth)
-        if depth < PARENT_DEPTH_MAX:  # the catalogue refuses loops; this bounds a damaged one
+        # The catalogue refuses loops and chains over the limit; this bounds a damaged one.
+        if depth <= PARENT_DEPTH_MAX:
             node.children = [grow(c, depth + 1) for c in children.get(adapter_id, [])]
         return node
 

@@ -18,13 +18,15 @@ An adapter trained outside this catalogue (its documents unknown here) gets the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from viz.documents import read_document_text
+from viz.market.hierarchy import training_document_hashes
+from viz.rag.chunking import chunk_by_characters
 from viz.store.schema import AdapterVersion, Document
 
 __all__ = ["build_profile", "card_text", "profile_vector", "unit"]
@@ -47,10 +49,8 @@ def build_profile(
     session: Session, version: AdapterVersion, blobs_dir: Path, embedder: Any
 ) -> bytes:
     """Compute and store `version`'s profile; returns the float32 bytes."""
+    # deferred: torch is heavy
     import torch
-
-    from viz.documents import read_document_text
-    from viz.rag.chunking import chunk_by_characters
 
     documents = _training_documents(session, version)
     chunks: list[str] = []
@@ -80,6 +80,7 @@ def profile_vector(
     session: Session, version: AdapterVersion, blobs_dir: Path, embedder: Any
 ) -> Any:
     """The profile as a torch vector, built now if the version has none yet."""
+    # deferred: torch is heavy
     import torch
 
     data = version.profile or build_profile(session, version, blobs_dir, embedder)
@@ -91,16 +92,7 @@ def unit(vector: Any) -> Any:
 
 
 def _training_documents(session: Session, version: AdapterVersion) -> list[Document]:
-    try:
-        manifest = json.loads(version.manifest_json or "{}")
-    except ValueError:
-        return []
-    hashes = [
-        d.get("sha256")
-        for d in manifest.get("documents", [])
-        if isinstance(d, dict) and d.get("split") == "train"
-    ]
-    hashes = [h for h in hashes if isinstance(h, str)]
+    hashes = training_document_hashes(version, split="train")
     if not hashes:
         return []
     rows = session.scalars(select(Document).where(Document.sha256.in_(hashes)))

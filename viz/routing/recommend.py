@@ -43,6 +43,9 @@ from sqlalchemy.orm import Session
 from viz.config import Settings
 from viz.errors import InvalidInput
 from viz.ledger.pricing import adapter_value
+from viz.models import get_base_model
+from viz.models.loading import ensure_cached
+from viz.models.memory import parameter_split
 from viz.routing.cost import Footprint, footprint_bytes
 from viz.routing.hardware import GB, Hardware
 from viz.routing.hierarchy import Node, adapter_tree, level_name, walk
@@ -469,7 +472,6 @@ def _chain_price(versions: list[tuple[Any, float]]) -> tuple[int, int]:
 
 
 def _bases(session: Session, settings: Settings, base: str | None) -> list[BaseModel]:
-    from viz.models import get_base_model
 
     if base is not None:
         return [get_base_model(session, base)]
@@ -479,17 +481,14 @@ def _bases(session: Session, settings: Settings, base: str | None) -> list[BaseM
 
 def _architecture(models_dir: Path, record: BaseModel) -> tuple[Any, int, int]:
     """A base's config and parameter split (linear, other), read once per process."""
-    from viz.models.loading import ensure_cached
-
     folder = ensure_cached(record, models_dir)
     return _read_architecture(str(folder), record.weights_sha256)
 
 
 @cache
 def _read_architecture(folder: str, _weights_sha256: str) -> tuple[Any, int, int]:
+    # deferred: transformers is heavy
     from transformers import AutoConfig
-
-    from viz.models.memory import parameter_split
 
     config = AutoConfig.from_pretrained(folder)
     linear, other = parameter_split(config)

@@ -3,12 +3,13 @@ versions with their weights, each checked against who is asking.
 
 Rules: unknown names are 404; a version that is taken down, or private to another account, is
 403; pending or rejected versions are not served (404). Parents in the hierarchy are applied with
-the child, at weight 1, root first, unless the request says `"viz": {"parents": false}`.
+the child, at weight 1, root first, unless the request says `"viz": {"parents": false}`. The
+hierarchy's rules (visibility, newest approved, the parent walk and its depth limit, the trained
+precision) are `viz.market.hierarchy`'s.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -16,13 +17,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from viz.errors import Forbidden, InvalidInput, NotFound
 from viz.ledger import AdapterUse
-from viz.market.catalogue import semver_key
+from viz.market.hierarchy import ancestors, manifest_precision, newest_approved, visible_to
 from viz.serving.adapter_ref import ModelRef, Term
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
 
 __all__ = ["Resolved", "Use", "resolve"]
-
-PARENT_DEPTH_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def resolve(
             raise InvalidInput(f"{term.name} is already applied as a parent of another adapter")
         uses.append(_use(version, term.weight))
         bases.add(adapter.base_id)
-        precisions.add(_precision(version))
+        precisions.add(manifest_precision(version))
     if len(bases) > 1:
         raise InvalidInput(f"model {ref.text!r} mixes adapters of bases {sorted(bases)}")
     if precision is not None:
@@ -110,7 +109,7 @@ def _adapter(session: Session, name: str) -> Adapter:
 
 
 def _version(adapter: Adapter, term: Term, caller: Account) -> AdapterVersion:
-    if adapter.visibility == "private" and adapter.owner_id != caller.id:
+    if not visible_to(adapter, caller):
         raise Forbidden(f"{adapter.name} is private to its creator")
     if term.version is not None:
         found = [v for v in adapter.versions if v.version == term.version]
@@ -118,13 +117,13 @@ def _version(adapter: Adapter, term: Term, caller: Account) -> AdapterVersion:
             raise NotFound(f"{adapter.name} has no version {term.version!r}")
         version = found[0]
     else:
-        approved = [v for v in adapter.versions if v.status == "approved"]
+        newest = newest_approved(adapter)
         taken = [v for v in adapter.versions if v.status == "taken_down"]
-        if not approved and taken:
+        if newest is None and taken:
             raise Forbidden(f"{adapter.name} was taken down and is not served")
-        if not approved:
+        if newest is None:
             raise NotFound(f"{adapter.name} has no approved version yet")
-        version = max(approved, key=semver_key)
+        version = newest
     if version.status == "taken_down":
         raise Forbidden(f"{adapter.name}@{version.version} was taken down and is not served")
     if version.status != "approved":
@@ -133,14 +132,7 @@ def _version(adapter: Adapter, term: Term, caller: Account) -> AdapterVersion:
 
 
 def _parents(session: Session, adapter: Adapter, caller: Account) -> list[AdapterVersion]:
-    chain: list[AdapterVersion] = []
-    current = adapter.parent
-    while current is not None:
-        if len(chain) >= PARENT_DEPTH_MAX:
-            raise InvalidInput(f"{adapter.name} has more than {PARENT_DEPTH_MAX} ancestors")
-        chain.append(_version(current, Term(current.name), caller))
-        current = current.parent
-    return list(reversed(chain))
+    return [_version(a, Term(a.name), caller) for a in reversed(ancestors(adapter))]
 
 
 def _use(version: AdapterVersion, weight: float) -> Use:
@@ -152,13 +144,3 @@ def _use(version: AdapterVersion, weight: float) -> Use:
         version.weights_sha256,
         version.config_json,
     )
-
-
-def _precision(version: AdapterVersion) -> str:
-    """The base precision an adapter is served on: the one it was trained on (its manifest)."""
-    try:
-        manifest = json.loads(version.manifest_json or "{}")
-    except ValueError:
-        return "fp32"
-    precision = manifest.get("base", {}).get("precision", "fp32")
-    return precision if precision in ("fp32", "bf16", "nf4") else "fp32"

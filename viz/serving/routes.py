@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
 
+from viz.market.hierarchy import visible_to
 from viz.serving.call import Unanswerable, begin, caller
 from viz.serving.protocol import ChatBody, CompletionBody, TextBody
 from viz.serving.responses import Kind, cannot_find, collect, stream
@@ -148,7 +149,7 @@ def _models(session: Session, caller: Account) -> list[dict[str, Any]]:
         .order_by(Adapter.name, AdapterVersion.id)
     )
     for version, adapter, owner in rows:
-        if adapter.visibility == "private" and adapter.owner_id != caller.id:
+        if not visible_to(adapter, caller):
             continue
         data.append(
             {

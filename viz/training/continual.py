@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from viz.documents import get_document
 from viz.errors import InvalidInput, NotFound
-from viz.market.licences import training_refusal
+from viz.licences import training_refusal
 from viz.store.blobs import sha256_bytes
 from viz.store.schema import Account
 from viz.training.adapters import read_manifest
@@ -363,6 +363,7 @@ def continual_report(manifest: dict[str, Any]) -> ContinualReport:
 
 def load_lora_weights(folder: Path) -> dict[str, Any]:
     """The LoRA tensors of a PEFT folder (safetensors only; never a pickle)."""
+    # deferred: safetensors.torch is heavy
     from safetensors.torch import load_file
 
     path = folder / "adapter_model.safetensors"
@@ -373,6 +374,7 @@ def load_lora_weights(folder: Path) -> dict[str, Any]:
 
 def _set_weights(model: Any, weights: dict[str, Any]) -> None:
     """Load saved LoRA weights into the freshly wrapped model; shapes must match."""
+    # deferred: peft is heavy
     from peft import set_peft_model_state_dict
 
     try:
@@ -407,6 +409,7 @@ def _fisher(
     model: Any, trainable: dict[str, Any], windows: tuple[tuple[int, ...], ...], seed: int
 ) -> dict[str, Any]:
     """Diagonal empirical Fisher of the loss on a sample of earlier windows, mean 1."""
+    # deferred: torch is heavy
     import torch
 
     if not windows:
@@ -433,6 +436,7 @@ def _spread(windows: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]
 
 
 def _no_grad() -> Any:
+    # deferred: torch is heavy
     import torch
 
     return torch.no_grad()

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from viz.documents import get_document, list_documents, read_document_text
 from viz.errors import Forbidden, InvalidInput
-from viz.market.licences import training_refusal
+from viz.licences import training_refusal
 from viz.store.schema import Account, Document
 
 __all__ = [
@@ -115,6 +115,7 @@ def select_documents(
 
 def model_context_length(folder: Path) -> int:
     """The longest sequence the model in `folder` takes (its config's max_position_embeddings)."""
+    # deferred: transformers is heavy
     from transformers import AutoConfig
 
     return int(getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048))

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from viz.errors import Conflict, Interrupted, InvalidInput
 from viz.store.schema import BaseModel
 from viz.training._model import prepare_model, training_device
@@ -101,6 +103,7 @@ def train_adapter(
         Conflict: the adapter exists, or an interrupted run exists and `resume` is False.
         Interrupted: Ctrl-C; a checkpoint was saved and `resume=True` continues.
     """
+    # deferred: torch is heavy
     import torch
 
     config.check()
@@ -221,6 +224,7 @@ def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, 
     `auto` is paged AdamW 8-bit on CUDA (QLoRA's choice) and torch AdamW on CPU: paged
     optimisers page their state to CPU memory through CUDA unified memory, which needs a GPU.
     """
+    # deferred: torch is heavy
     import torch
 
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -233,6 +237,7 @@ def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, 
         wanted = "adamw"
     if wanted == "adamw":
         return torch.optim.AdamW(parameters, lr=learning_rate), wanted, note
+    # deferred: bitsandbytes is heavy
     import bitsandbytes as bnb
 
     paged = {
@@ -245,6 +250,7 @@ def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, 
 def batch_indexes(windows: int, step: int, batch_size: int, seed: int) -> list[int]:
     """Window indexes of batch `step`: epochs are shuffled by (seed, epoch), so any step's batch
     can be recomputed after a resume."""
+    # deferred: torch is heavy
     import torch
 
     indexes, orders = [], {}
@@ -273,8 +279,8 @@ def _loop(
     ranks: Ranks,
     start: Start | None = None,
 ) -> tuple[int, float]:
+    # deferred: torch is heavy
     import torch
-    from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     forward = ranks.wrap(model)
@@ -355,12 +361,14 @@ class Ranks:
     def wrap(self, model: Any) -> Any:
         if self.world == 1:
             return model
+        # deferred: torch is heavy
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model)
 
     def barrier(self) -> None:
         if self.world > 1:
+            # deferred: torch is heavy
             import torch.distributed as dist
 
             dist.barrier()
@@ -369,6 +377,7 @@ class Ranks:
         """True on every process if `flag` is true on any (so all stop at the same step)."""
         if self.world == 1:
             return flag
+        # deferred: torch is heavy
         import torch
         import torch.distributed as dist
 
@@ -379,6 +388,7 @@ class Ranks:
     def mean(self, value: Any) -> float:
         if self.world == 1:
             return float(value.item())
+        # deferred: torch is heavy
         import torch.distributed as dist
 
         total = value.clone().float()
@@ -387,6 +397,7 @@ class Ranks:
 
 
 def current_ranks() -> Ranks:
+    # deferred: torch is heavy
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

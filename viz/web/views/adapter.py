@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from viz.errors import NotFound
 from viz.ledger.statements import requests_per_day
 from viz.log.store import prove_entry, verify_proof
-from viz.market.catalogue import USABLE
+from viz.market.hierarchy import manifest_of, newest, newest_approved, visible_to
 from viz.store.schema import Account, Adapter, AdapterVersion, LogEntry, VersionShare
 from viz.web.views._days import USAGE_ROWS_MAX, fill, since_us
 from viz.web.views.catalogue import lineage, parents_by_name
@@ -63,9 +63,7 @@ def adapter_page(
         NotFound: no such adapter, a private one of someone else, or no such version.
     """
     adapter = session.scalar(select(Adapter).where(Adapter.name == name))
-    if adapter is None or (
-        adapter.visibility != "public" and (viewer is None or viewer.id != adapter.owner_id)
-    ):
+    if adapter is None or not visible_to(adapter, viewer):
         raise NotFound(f"no adapter named {name!r}; search the catalogue at /")
     versions = list(adapter.versions)
     if version:
@@ -73,10 +71,10 @@ def adapter_page(
         if chosen is None:
             raise NotFound(f"{name} has no version {version!r}")
     else:
-        usable = [v for v in versions if v.status in USABLE]
-        chosen = (usable or versions)[-1]
+        chosen = newest_approved(adapter) or newest(versions)
+        assert chosen is not None, "an adapter row always has a version"
     parents = parents_by_name(session)
-    manifest = json.loads(chosen.manifest_json or "{}")
+    manifest = manifest_of(chosen)
     proof, proof_error = _publish_proof(session, adapter.name, chosen.version, log_key)
     return AdapterPage(
         name=adapter.name,

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from viz.errors import NotFound
-from viz.market.catalogue import USABLE, search_adapters
+from viz.market.catalogue import search_adapters
+from viz.market.hierarchy import USABLE, visible_clause, walk_parents
 from viz.routing.hierarchy import Node, adapter_tree, walk
 from viz.store.schema import (
     Account,
@@ -36,7 +37,6 @@ __all__ = [
     "document_page",
     "lineage",
     "parents_by_name",
-    "visible_usable",
 ]
 
 SEARCH_CHARS_MAX = 200
@@ -112,7 +112,7 @@ def catalogue_page(
         )
         for v in found
     ]
-    visible = visible_usable(viewer)
+    visible = visible_clause(viewer)
     return CataloguePage(
         query=query,
         rows=rows,
@@ -145,12 +145,6 @@ def adapter_names(session: Session, viewer: Account | None) -> list[str]:
     return sorted(v.adapter.name for v in found)
 
 
-def visible_usable(viewer: Account | None) -> Any:
-    """The SQL condition for adapters `viewer` may see: public ones, and their own."""
-    public = Adapter.visibility == "public"
-    return or_(public, Adapter.owner_id == viewer.id) if viewer else public
-
-
 def parents_by_name(session: Session) -> dict[str, str | None]:
     """Every adapter's name -> its parent's name (None for an adapter trained on a base)."""
     parent = Adapter.__table__.alias("parent")
@@ -163,13 +157,9 @@ def parents_by_name(session: Session) -> dict[str, str | None]:
 
 
 def lineage(name: str, parents: dict[str, str | None]) -> list[str]:
-    """`name`, its parent, its grandparent... (stops at a loop, which publish refuses anyway)."""
-    chain: list[str] = []
-    current: str | None = name
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = parents.get(current)
-    return chain
+    """`name`, its parent, its grandparent... (the hierarchy's one parent walk, stopping at a
+    loop or the depth limit, which publish refuses anyway)."""
+    return [name, *walk_parents(name, parents.get, strict=False)]
 
 
 def document_page(session: Session, sha_or_id: str, viewer: Account | None) -> dict[str, Any]:
@@ -198,7 +188,7 @@ def document_page(session: Session, sha_or_id: str, viewer: Account | None) -> d
                 .join(Adapter)
                 .where(
                     AdapterVersion.manifest_json.contains(document.sha256),
-                    visible_usable(viewer),
+                    visible_clause(viewer),
                 )
             )
         }

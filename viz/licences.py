@@ -10,7 +10,7 @@ import difflib
 import re
 from functools import cache
 
-from license_expression import ExpressionError, Licensing, get_spdx_licensing
+from license_expression import AND, OR, ExpressionError, Licensing, get_spdx_licensing
 
 from viz.errors import InvalidInput
 
@@ -76,8 +76,6 @@ def training_refusal(licence: str) -> str | None:
 
 
 def _allows_derivatives(expression: object) -> bool:
-    from license_expression import AND, OR
-
     if isinstance(expression, OR):
         return any(_allows_derivatives(argument) for argument in expression.args)
     if isinstance(expression, AND):
