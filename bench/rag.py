@@ -42,8 +42,8 @@ from viz.eval.qasper import (  # noqa: E402
     paper_text,
     sample_questions,
 )
+from viz.rag.collection import CollectionSettings, SourceDocument, create_collection  # noqa: E402
 from viz.rag.embed import load_embedder  # noqa: E402
-from viz.rag.index import CollectionSettings, SourceDocument, create_collection  # noqa: E402
 from viz.rag.rerank import load_reranker, rerank  # noqa: E402
 
 SCIFACT = {"BM25": 0.665, "BM25 + MiniLM cross-encoder": 0.688}

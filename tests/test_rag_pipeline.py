@@ -21,16 +21,14 @@ from viz.rag.answer import (
     grounded_messages,
     retrieve,
 )
-from viz.rag.index import (
+from viz.rag.collection import (
     CollectionSettings,
-    Hit,
-    IndexedChunk,
     SourceDocument,
     collection_folder,
     create_collection,
     open_collection,
-    reciprocal_rank_fusion,
 )
+from viz.rag.search import Hit, IndexedChunk, reciprocal_rank_fusion
 
 PAPERS = ["1503.00841", "1601.02403"]
 

@@ -22,11 +22,13 @@ from viz.models.generate import GenerationSettings, TokenStream, generate_text
 from viz.models.loading import LoadedModel, load_model
 from viz.models.registry import get_base_model
 from viz.rag.answer import Answer, RagSettings, Retrieval, answer_question, retrieve
+from viz.rag.collection import Collection, collection_folder, open_collection
 from viz.rag.embed import Embedder, load_embedder
-from viz.rag.index import Collection, check_query, collection_folder, open_collection
 from viz.rag.ingest import allowed_for_inference
 from viz.rag.rerank import load_reranker
-from viz.routing.recommend import Recommendation, RouteRequest, recommend
+from viz.rag.search import check_query
+from viz.routing.options import RouteRequest
+from viz.routing.recommend import Recommendation, recommend
 from viz.routing.speed import load_calibration
 from viz.store.database import open_database, session_scope
 
@@ -201,9 +203,11 @@ def recommend_route(
     """The recommender with this process's embedder and this machine's cached calibration."""
     return recommend(
         session,
-        settings,
         request,
         embedder=load_embedder_cached(),
         calibration=load_calibration(settings.home),
+        blobs_dir=settings.blobs_dir,
+        models_dir=settings.models_dir,
+        default_base=settings.default_base_model,
         caller=caller,
     )

@@ -40,7 +40,7 @@ def index(
     from tqdm.auto import tqdm
 
     from viz.api import load_embedder_cached
-    from viz.rag.index import CollectionSettings
+    from viz.rag.collection import CollectionSettings
     from viz.rag.ingest import Selection, index_catalogue
 
     if chunk_chars and chunk_tokens:
@@ -84,7 +84,7 @@ def list_(context: typer.Context) -> None:
 
     Example: viz rag list
     """
-    from viz.rag.index import collection_folder, list_collections, open_collection
+    from viz.rag.collection import collection_folder, list_collections, open_collection
 
     home = state(context).settings.home
     rows = []
@@ -121,7 +121,7 @@ def search(
     Example: viz rag search papers "How much memory does QLoRA save?" --mode lexical
     """
     from viz.api import load_embedder_cached
-    from viz.rag.index import collection_folder, open_collection
+    from viz.rag.collection import collection_folder, open_collection
 
     index_ = open_collection(collection_folder(state(context).settings.home, collection))
     try:
@@ -155,7 +155,7 @@ def train_reranker(
     """
     from tqdm.auto import tqdm
 
-    from viz.rag.index import NAME_PATTERN
+    from viz.rag.collection import NAME_PATTERN
     from viz.rag.rerank import TrainingSettings, reranker_folder, train_cross_encoder
 
     if not NAME_PATTERN.match(name):

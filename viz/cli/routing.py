@@ -9,7 +9,7 @@ import typer
 from viz.accounts import get_account
 from viz.cli._context import session, state
 from viz.routing.hardware import PRESETS, detect_hardware, parse_hardware
-from viz.routing.recommend import RouteRequest
+from viz.routing.options import RouteRequest
 
 
 def recommend(

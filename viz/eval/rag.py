@@ -51,12 +51,8 @@ from viz.eval.metrics import (
 from viz.eval.qasper import Question, evidence_spans, is_gold, load_questions, paper_text
 from viz.eval.qasper import sample_questions as sample_of
 from viz.rag.answer import Retrieval, Source, answer_question
-from viz.rag.index import (
-    CollectionSettings,
-    Hit,
-    SourceDocument,
-    create_collection,
-)
+from viz.rag.collection import CollectionSettings, SourceDocument, create_collection
+from viz.rag.search import Hit
 
 __all__ = ["Cell", "GridSettings", "grid", "run_rag_eval"]
 
@@ -92,7 +88,7 @@ class GridSettings:
     def check(self) -> None:
         """Raise InvalidInput naming every bad setting."""
         from viz.rag.chunking import check_sizes
-        from viz.rag.index import MODES
+        from viz.rag.search import MODES
 
         problems = []
         for size in self.chunk_sizes:

@@ -44,7 +44,7 @@ from viz.config import Settings
 from viz.errors import InvalidInput
 from viz.eval.metrics import answer_scores, mean, reference_text
 from viz.eval.qasper import Question, load_questions
-from viz.routing.recommend import ANCESTOR_DECAY
+from viz.routing.options import ANCESTOR_DECAY
 
 __all__ = [
     "SUBDOMAINS",
@@ -266,8 +266,8 @@ def evaluate_routing(
     from viz.models.generate import GenerationSettings, generate_text
     from viz.models.loading import load_model
     from viz.routing.hierarchy import adapter_tree, walk
+    from viz.routing.match import match_query
     from viz.routing.profiles import profile_vector
-    from viz.routing.recommend import match_query
     from viz.serving.loaded_adapter import load_lora
     from viz.serving.multi_lora import LoraBatch, install_hooks
     from viz.store import open_database, session_scope

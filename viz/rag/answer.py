@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viz.errors import InvalidInput
-from viz.rag.index import MODES, Collection, Hit
+from viz.rag.collection import Collection
 from viz.rag.rerank import CrossEncoder, Reranker, rerank
+from viz.rag.search import MODES, Hit
 
 __all__ = [
     "CANNOT_FIND",

@@ -1,7 +1,7 @@
 """Catalogued documents into a collection: only those whose permissions allow `ai_inference`.
 
 Documents are chosen by id, tag, owner or all of them; each refused one is reported with its
-reason, and adding to a collection is incremental (see `viz.rag.index`). At question time
+reason, and adding to a collection is incremental (see `viz.rag.collection`). At question time
 `allowed_for_inference` is asked again, so a document whose permission was withdrawn after
 indexing never reaches an answer.
 
@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session, selectinload
 from viz.config import Settings
 from viz.documents import read_document_text
 from viz.errors import InvalidInput, NotFound
-from viz.rag.embed import Embedder
-from viz.rag.index import (
+from viz.rag.collection import (
     AddReport,
     CollectionSettings,
     SourceDocument,
     collection_folder,
     create_collection,
 )
+from viz.rag.embed import Embedder
 from viz.store.schema import Account, Document, DocumentTag
 
 __all__ = ["IngestReport", "Selection", "allowed_for_inference", "index_catalogue"]

@@ -33,7 +33,8 @@ from typing import Any, Protocol
 
 from viz.errors import InvalidInput, NotFound
 from viz.rag.chunking import chunk_by_characters
-from viz.rag.index import RRF_K, Hit, bm25_order
+from viz.rag.collection import NAME_PATTERN
+from viz.rag.search import RRF_K, Hit, bm25_order
 
 __all__ = [
     "DEFAULT_RERANKER",
@@ -206,8 +207,6 @@ def load_reranker(spec: str, home: Path, *, llm: Any = None, paths: bool = True)
         NotFound: the named reranker has not been trained.
         InvalidInput: a path where only names are allowed.
     """
-    from viz.rag.index import NAME_PATTERN
-
     if spec == "llm":
         if llm is None:
             raise InvalidInput("the llm reranker needs a loaded base model")

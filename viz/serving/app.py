@@ -61,7 +61,7 @@ from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt
 from viz.models.loading import load_model
 from viz.models.registry import get_base_model
 from viz.routing.hardware import Hardware, detect_hardware, parse_hardware
-from viz.routing.recommend import QUERY_CHARS_MAX, RouteRequest
+from viz.routing.options import QUERY_CHARS_MAX, RouteRequest
 from viz.serving.adapter_ref import parse_model
 from viz.serving.adapter_slots import AdapterSlots
 from viz.serving.engine import Engine, Job

@@ -35,7 +35,7 @@ from viz.rag.answer import (
     cite,
     grounded_messages,
 )
-from viz.rag.index import Collection, collection_folder, open_collection
+from viz.rag.collection import Collection, collection_folder, open_collection
 
 __all__ = ["Grounding", "RagOptions", "Retriever"]
 
