@@ -62,9 +62,10 @@ def index(
 
         report = index_catalogue(
             database,
-            settings,
             collection,
             selection,
+            home=settings.home,
+            blobs_dir=settings.blobs_dir,
             embedder=load_embedder_cached,
             chunking=chunking,
             progress=progress,
