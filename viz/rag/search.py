@@ -2,8 +2,8 @@
 
 Search is lexical (BM25 through SQLite FTS5: Okapi BM25, k1 = 1.2, b = 0.75, with the Porter
 stemmer), dense (cosine, brute force over unit-length vectors) or hybrid, by reciprocal rank
-fusion of the two (Cormack et al. 2009, k = 60). The collection (`viz.rag.collection`) runs the
-tables and holds the vectors; this module checks a query, ranks, and fuses:
+fusion of the two (Cormack et al. 2009, k = 60). The collection (`viz.rag.collection`) owns the
+tables and the vectors; this module checks a query, ranks, and fuses:
 
     hits = search(collection, "How does QLoRA save memory?", k=5, mode="hybrid",
                   embedder=embedder)                   # what Collection.search runs
