@@ -42,8 +42,8 @@ from viz.datasets.qasper import (  # noqa: E402
 )
 from viz.errors import NotFound  # noqa: E402
 from viz.eval.metrics import mean, mrr, ndcg_at_k, recall_at_k  # noqa: E402
+from viz.rag.collection import CollectionSettings, SourceDocument, create_collection  # noqa: E402
 from viz.rag.embed import load_embedder  # noqa: E402
-from viz.rag.index import CollectionSettings, SourceDocument, create_collection  # noqa: E402
 from viz.rag.rerank import load_reranker, rerank  # noqa: E402
 
 SCIFACT = {"BM25": 0.665, "BM25 + MiniLM cross-encoder": 0.688}

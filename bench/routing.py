@@ -124,7 +124,7 @@ def _recommend_latency(settings: Settings) -> None:
         return
     from viz.api import load_embedder_cached, recommend_route
     from viz.routing.hardware import parse_hardware
-    from viz.routing.recommend import RouteRequest
+    from viz.routing.options import RouteRequest
     from viz.store import open_database, session_scope
 
     routing = Settings(home=routing_home)

@@ -61,7 +61,12 @@ def world(tmp_path_factory, models_dir, embedder, tiny_reranker) -> Iterator[Wor
         for document_id in documents:
             list_document(session, document_id, price_per_citation_micro=PRICE, by=ada)
         index_catalogue(
-            session, settings, "papers", Selection(ids=tuple(documents)), embedder=embedder
+            session,
+            "papers",
+            Selection(ids=tuple(documents)),
+            home=settings.home,
+            blobs_dir=settings.blobs_dir,
+            embedder=embedder,
         )
         topup(session, "bob", 10_000_000, transfer_id="bob-funds")
         key = create_api_key(session, get_account(session, "bob")).token

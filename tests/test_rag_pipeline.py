@@ -21,16 +21,14 @@ from viz.rag.answer import (
     grounded_messages,
     retrieve,
 )
-from viz.rag.index import (
+from viz.rag.collection import (
     CollectionSettings,
-    Hit,
-    IndexedChunk,
     SourceDocument,
     collection_folder,
     create_collection,
     open_collection,
-    reciprocal_rank_fusion,
 )
+from viz.rag.search import Hit, IndexedChunk, reciprocal_rank_fusion
 
 PAPERS = ["1503.00841", "1601.02403"]
 
@@ -165,10 +163,11 @@ def test_only_documents_allowing_inference_are_indexed_and_answered_from(
     from viz.store.schema import Document
 
     settings = Settings(home=tmp_path)
+    folders = {"home": settings.home, "blobs_dir": settings.blobs_dir}
     ids = catalogue(sqlite_engine, settings)
     with session_scope(sqlite_engine) as session:
         report = index_catalogue(
-            session, settings, "papers", Selection(all=True), embedder=embedder
+            session, "papers", Selection(all=True), **folders, embedder=embedder
         )
     assert report.added.added == [f"doc:{ids[0]}", f"doc:{ids[1]}"]
     assert report.skipped == [(ids[2], "its ai_inference permission is notAllowed")]
@@ -193,9 +192,9 @@ def test_only_documents_allowing_inference_are_indexed_and_answered_from(
     assert all(s.document_id != ids[0] for s in found.sources)
 
     with session_scope(sqlite_engine) as session, pytest.raises(NotFound, match="999"):
-        index_catalogue(session, settings, "papers", Selection(ids=(999,)), embedder=embedder)
+        index_catalogue(session, "papers", Selection(ids=(999,)), **folders, embedder=embedder)
     with session_scope(sqlite_engine) as session, pytest.raises(InvalidInput, match="name the"):
-        index_catalogue(session, settings, "papers", Selection(), embedder=embedder)
+        index_catalogue(session, "papers", Selection(), **folders, embedder=embedder)
 
 
 # --- rerankers --------------------------------------------------------------------------------

@@ -26,8 +26,10 @@ from viz.ledger import topup
 from viz.models.registry import ensure_builtin_models
 from viz.routing.hardware import PRESETS, parse_hardware
 from viz.routing.hierarchy import adapter_tree, render_tree, walk
+from viz.routing.match import match_query
+from viz.routing.options import RouteRequest
 from viz.routing.profiles import build_profile
-from viz.routing.recommend import RouteRequest, match_query, recommend
+from viz.routing.recommend import recommend
 from viz.routing.speed import Calibration, estimate_speed
 from viz.serving.engines.builtin.calibrate import calibrate
 from viz.store import open_database, session_scope
@@ -64,10 +66,12 @@ class World:
         with self.session() as session:
             return recommend(
                 session,
-                self.settings,
                 RouteRequest(query, parse_hardware(hardware), **fields),
                 embedder=self.embedder,
                 calibration=None,
+                blobs_dir=self.settings.blobs_dir,
+                models_dir=self.settings.models_dir,
+                default_base=self.settings.default_base_model,
             )
 
 

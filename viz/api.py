@@ -18,7 +18,8 @@ from viz.models.generate import GenerationSettings, TokenStream, generate_text
 from viz.models.loading import LoadedModel, load_base_cached
 from viz.rag.answer import Answer, RagSettings, answer_question
 from viz.rag.cache import load_embedder_cached, load_reranker_cached, retrieve_from_catalogue
-from viz.rag.index import check_query, collection_folder, open_collection
+from viz.rag.collection import collection_folder, open_collection
+from viz.rag.search import check_query
 from viz.routing.route import recommend_route
 from viz.store.database import open_database
 

@@ -22,11 +22,12 @@ from viz.market.catalogue import (
     takedown_version,
 )
 from viz.market.hierarchy import ancestors, manifest_of
-from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
+from viz.market.merge import MIN_CONTRIBUTION, MergeOutcome, MergeRequest, merge_children
 from viz.models import get_base_model
 from viz.models.loading import ensure_cached
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
+from viz.store.schema import Document
 from viz.training import select_documents
 from viz.training.dataset import tokenise_document
 
@@ -113,24 +114,19 @@ def merge(
     Example: viz market merge qasper-nlp --account ai2 --version 1.1.0 --documents 3
     """
     # deferred: transformers is heavy
-    from transformers import AutoTokenizer
 
     settings = state(context).settings
     with session(context) as database:
         owner = get_account(database, account)
         chosen = select_documents(database, owner, document_ids=documents, tags=tag)
         record = get_base_model(database, get_adapter(database, parent).base_id)
-        tokenizer = AutoTokenizer.from_pretrained(ensure_cached(record, settings.models_dir))
-        windows = [
-            w
-            for d in chosen
-            for w in tokenise_document(d, settings.blobs_dir, tokenizer, sequence_length, 0).windows
-        ]
-        step = max(1, len(windows) // VALIDATION_WINDOWS)
+        windows = _validation_windows(
+            chosen, ensure_cached(record, settings.models_dir), settings.blobs_dir, sequence_length
+        )
         request = MergeRequest(
             parent=parent,
             version=version,
-            validation=windows[::step][:VALIDATION_WINDOWS],
+            validation=windows,
             combination=combination,
             density=density,
             min_contribution=min_contribution,
@@ -144,29 +140,50 @@ def merge(
             request,
             owner=owner,
         )
-        rows = [
-            [
-                c.label,
-                c.creator,
-                "-" if c.contribution is None else f"{c.contribution:+.4f}",
-                "merged" if c.included else f"left out ({c.caught_by})",
-                c.reason,
-            ]
-            for c in outcome.candidates
-        ]
-        typer.echo(table(rows, ["child", "creator", "nats/token", "decision", "why"]))
-        typer.echo(
-            "validation loss (nats/token): "
-            + ", ".join(f"{key} {value:.4f}" for key, value in outcome.loss.items())
-        )
-        for creator, bps, _why in outcome.shares:
-            typer.echo(f"royalty share: {creator} gets {bps / 100:.2f}% of {parent}@{version}")
+        _print_decisions(outcome, f"{parent}@{version}")
         if outcome.version is not None:
             _print_report(json.loads(outcome.report.to_json()) if outcome.report else {})
             build_profile(database, outcome.version, settings.blobs_dir, load_embedder_cached())
             typer.echo(f"published {parent}@{version}: {outcome.version.status}")
         else:
             typer.echo("dry run: nothing published")
+
+
+def _validation_windows(
+    documents: list[Document], base_folder: Path, blobs_dir: Path, sequence_length: int
+) -> list[tuple[int, ...]]:
+    """At most VALIDATION_WINDOWS token windows, spread evenly over `documents`."""
+    from transformers import AutoTokenizer  # deferred: transformers is heavy
+
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    windows = [
+        w
+        for d in documents
+        for w in tokenise_document(d, blobs_dir, tokenizer, sequence_length, 0).windows
+    ]
+    step = max(1, len(windows) // VALIDATION_WINDOWS)
+    return windows[::step][:VALIDATION_WINDOWS]
+
+
+def _print_decisions(outcome: MergeOutcome, label: str) -> None:
+    """Each child's decision, the validation losses and the royalty shares of `label`."""
+    rows = [
+        [
+            c.label,
+            c.creator,
+            "-" if c.contribution is None else f"{c.contribution:+.4f}",
+            "merged" if c.included else f"left out ({c.caught_by})",
+            c.reason,
+        ]
+        for c in outcome.candidates
+    ]
+    typer.echo(table(rows, ["child", "creator", "nats/token", "decision", "why"]))
+    typer.echo(
+        "validation loss (nats/token): "
+        + ", ".join(f"{key} {value:.4f}" for key, value in outcome.loss.items())
+    )
+    for creator, bps, _why in outcome.shares:
+        typer.echo(f"royalty share: {creator} gets {bps / 100:.2f}% of {label}")
 
 
 @app.command("tree")

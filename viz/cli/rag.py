@@ -11,7 +11,7 @@ from viz.api import ask as ask_api
 from viz.api import load_embedder_cached
 from viz.cli._context import session, state, table
 from viz.errors import InvalidInput
-from viz.rag.index import (
+from viz.rag.collection import (
     NAME_PATTERN,
     CollectionSettings,
     collection_folder,
@@ -68,9 +68,10 @@ def index(
 
         report = index_catalogue(
             database,
-            settings,
             collection,
             selection,
+            home=settings.home,
+            blobs_dir=settings.blobs_dir,
             embedder=load_embedder_cached,
             chunking=chunking,
             progress=progress,

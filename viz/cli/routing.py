@@ -10,8 +10,9 @@ from viz.accounts import get_account
 from viz.api import recommend_route
 from viz.cli._context import session, state
 from viz.models import get_base_model
-from viz.routing.hardware import PRESETS, detect_hardware, parse_hardware
-from viz.routing.recommend import RouteRequest
+from viz.routing.hardware import PRESETS, Hardware, detect_hardware, parse_hardware
+from viz.routing.options import RouteRequest
+from viz.routing.recommend import Recommendation
 
 
 def recommend(
@@ -49,27 +50,7 @@ def recommend(
     """
     settings = state(context).settings
     if calibrate:
-        # deferred: calibration runs the builtin engine (torch); only --calibrate needs it
-        from viz.serving.engines.builtin.calibrate import calibrate as run_calibration
-
-        with session(context) as database:
-            record = get_base_model(database, base or settings.default_base_model)
-            database.expunge(record)
-        calibration = run_calibration(
-            record,
-            settings.models_dir,
-            settings.home,
-            progress=lambda text: typer.echo(f"calibrating: {text}", err=True),
-        )
-        typer.echo(
-            f"calibrated {calibration.described}: {calibration.bandwidth_gbs:g} GB/s; "
-            + ", ".join(
-                f"{p} {1 / s:.1f} tokens/s" for p, s in calibration.seconds_per_token.items()
-            )
-            + "; per adapter: "
-            + ", ".join(f"{p} +{o:.0%}" for p, o in calibration.adapter_overhead.items()),
-            err=True,
-        )
+        _calibrate(context, base or settings.default_base_model)
         if not query:
             return
     profile = parse_hardware(hardware) if hardware else detect_hardware()
@@ -88,6 +69,34 @@ def recommend(
     if as_json:
         typer.echo(json.dumps(found.to_json(), indent=2))
         return
+    _print_recommendation(found, profile)
+
+
+def _calibrate(context: typer.Context, base: str) -> None:
+    """Measure this machine's speed with `base` (cached per machine) and say what it found."""
+    settings = state(context).settings
+    # deferred: calibration runs the builtin engine (torch); only --calibrate needs it
+    from viz.serving.engines.builtin.calibrate import calibrate as run_calibration
+
+    with session(context) as database:
+        record = get_base_model(database, base)
+        database.expunge(record)
+    calibration = run_calibration(
+        record,
+        settings.models_dir,
+        settings.home,
+        progress=lambda text: typer.echo(f"calibrating: {text}", err=True),
+    )
+    typer.echo(
+        f"calibrated {calibration.described}: {calibration.bandwidth_gbs:g} GB/s; "
+        + ", ".join(f"{p} {1 / s:.1f} tokens/s" for p, s in calibration.seconds_per_token.items())
+        + "; per adapter: "
+        + ", ".join(f"{p} +{o:.0%}" for p, o in calibration.adapter_overhead.items()),
+        err=True,
+    )
+
+
+def _print_recommendation(found: Recommendation, profile: Hardware) -> None:
     choice = found.choice
     typer.echo(f"recommended for {profile.describe()}:")
     typer.echo(f"  model: {choice.model}")

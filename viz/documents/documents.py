@@ -100,18 +100,7 @@ def add_documents(
             "(set VIZ_DOCUMENTS_PER_ADD_MAX to raise it)"
         )
     licence, tags = _check_details(details)
-    candidates, problems = [], []
-    for path in paths:
-        try:
-            candidates.append(_read_candidate(path, document_bytes_max))
-        except (InvalidInput, LimitExceeded) as error:
-            problems.append(error)
-    if problems:
-        kind = (
-            LimitExceeded if all(isinstance(p, LimitExceeded) for p in problems) else InvalidInput
-        )
-        raise kind("; ".join(p.message for p in problems))
-
+    candidates = _read_candidates(paths, document_bytes_max)
     existing = _existing_by_sha(session, [c.sha256 for c in candidates])
     unique = _drop_repeats(candidates)
     duplicates = [c for c in unique if c.sha256 in existing]
@@ -124,12 +113,26 @@ def add_documents(
             f"already catalogued: {named}; nothing was added (use --skip-existing to add the rest)"
         )
 
+    new = [c for c in unique if c.sha256 not in existing]
+    added = _store(session, blobs_dir, owner, new, details, licence, tags)
+    return added, [existing[c.sha256] for c in duplicates]
+
+
+def _store(
+    session: Session,
+    blobs_dir: Path,
+    owner: Account,
+    candidates: list[_Candidate],
+    details: DocumentInput,
+    licence: str,
+    tags: list[str],
+) -> list[Document]:
+    """Put each candidate's bytes in the blob store and add its catalogue row; on any failure,
+    remove the blobs this call created."""
     created_blobs: list[Path] = []
     added: list[Document] = []
     try:
-        for candidate in unique:
-            if candidate.sha256 in existing:
-                continue
+        for candidate in candidates:
             _, created = put_blob(blobs_dir, candidate.data)
             if created:
                 created_blobs.append(blob_path(blobs_dir, candidate.sha256))
@@ -153,7 +156,7 @@ def add_documents(
         for path in created_blobs:
             path.unlink(missing_ok=True)
         raise
-    return added, [existing[c.sha256] for c in duplicates]
+    return added
 
 
 def get_document(session: Session, document_id: int) -> Document:
@@ -209,6 +212,22 @@ def _check_details(details: DocumentInput) -> tuple[str, list[str]]:
     if problems:
         raise InvalidInput("; ".join(problems))
     return licence, tags
+
+
+def _read_candidates(paths: list[Path], document_bytes_max: int) -> list[_Candidate]:
+    """Read every file, reporting every problem at once (LimitExceeded if all are sizes)."""
+    candidates, problems = [], []
+    for path in paths:
+        try:
+            candidates.append(_read_candidate(path, document_bytes_max))
+        except (InvalidInput, LimitExceeded) as error:
+            problems.append(error)
+    if problems:
+        kind = (
+            LimitExceeded if all(isinstance(p, LimitExceeded) for p in problems) else InvalidInput
+        )
+        raise kind("; ".join(p.message for p in problems))
+    return candidates
 
 
 def _read_candidate(path: Path, document_bytes_max: int) -> _Candidate:

@@ -54,14 +54,9 @@ from viz.eval.report import write_report
 from viz.models.generate import GenerationSettings, generate_text
 from viz.rag.answer import Retrieval, Source, _sigmoid, answer_question
 from viz.rag.chunking import check_sizes
-from viz.rag.index import (
-    MODES,
-    CollectionSettings,
-    Hit,
-    SourceDocument,
-    create_collection,
-)
+from viz.rag.collection import Collection, CollectionSettings, SourceDocument, create_collection
 from viz.rag.rerank import rerank
+from viz.rag.search import MODES, Hit
 
 __all__ = ["Cell", "GridSettings", "grid", "run_rag_eval"]
 
@@ -153,19 +148,7 @@ def run_rag_eval(
     cells = grid(settings)
     done = _load_answers(out / "answers.jsonl")
     papers = sorted({q.paper_id for q in questions})
-    collections = {}
-    for size in settings.chunk_sizes:
-        collection = create_collection(
-            (index_dir or out / "index") / f"c{size}", CollectionSettings("chars", size)
-        )
-        collection.add(
-            [
-                SourceDocument(f"paper:{p}", p, paper_text(data, p), licence="CC-BY-4.0")
-                for p in papers
-            ],
-            embedder,
-        )
-        collections[size] = collection
+    collections = _paper_collections(data, papers, index_dir or out / "index", settings, embedder)
     total = len(questions) * len(cells)
     finished = 0
     _end_cut_line(out / "answers.jsonl")
@@ -204,6 +187,24 @@ def run_rag_eval(
         **(meta or {}),
     }
     return rows, write_report(out, rows, info)
+
+
+def _paper_collections(
+    data: Path, papers: list[str], folder: Path, settings: GridSettings, embedder: Any
+) -> dict[int, Collection]:
+    """One collection per chunk size over `papers`, in `folder/c<size>` (reused if there)."""
+    collections = {}
+    for size in settings.chunk_sizes:
+        collection = create_collection(folder / f"c{size}", CollectionSettings("chars", size))
+        collection.add(
+            [
+                SourceDocument(f"paper:{p}", p, paper_text(data, p), licence="CC-BY-4.0")
+                for p in papers
+            ],
+            embedder,
+        )
+        collections[size] = collection
+    return collections
 
 
 @dataclass
@@ -252,31 +253,10 @@ def _run_cell(
     settings: GridSettings,
     reuse: dict[Any, dict[str, Any]],
 ) -> dict[str, Any]:
-
-    answers = list(question.answers)
+    """One question in one cell: its answer, scores and timings (answers are shared by cells
+    that give the model the same sources, through `reuse`)."""
     if cell.method == "vanilla":
-        started = time.perf_counter()
-        stream = generate_text(
-            llm.model,
-            llm.tokenizer,
-            [
-                {"role": "system", "content": VANILLA_SYSTEM},
-                {"role": "user", "content": question.question},
-            ],
-            GenerationSettings(max_tokens=settings.max_tokens),
-            max_tokens_limit=settings.max_tokens,
-        )
-        text = "".join(stream)
-        em, f1 = answer_scores(text, answers)
-        return {
-            "answer": text,
-            "exact_match": em,
-            "f1": f1,
-            "answer_tokens": stream.completion_tokens,
-            "ended_cleanly": float(stream.finish_reason == "stop"),
-            "generate_ms": (time.perf_counter() - started) * 1e3,
-            "prompt_tokens": stream.prompt_tokens,
-        }
+        return _run_vanilla(question, llm, settings)
     assert cell.chunk_chars is not None and cell.top_k is not None
     stage = stages[cell.chunk_chars]
     if cell.method == "rag":
@@ -298,24 +278,9 @@ def _run_cell(
     if signature in reuse:
         answer = dict(reuse[signature])
     else:
-        result = answer_question(
-            llm.model,
-            llm.tokenizer,
-            question.question,
-            Retrieval(sources, relevant),
-            max_tokens=settings.max_tokens,
-        )
-        answer = {
-            "answer": result.text,
-            "cited": result.cited,
-            "citation_mode": result.citation_mode,
-            "answer_tokens": result.completion_tokens,
-            "ended_cleanly": float(result.finish_reason == "stop"),
-            "generate_ms": result.generate_ms,
-            "prompt_tokens": result.prompt_tokens,
-        }
+        answer = _grounded_answer(question, Retrieval(sources, relevant), llm, settings)
         reuse[signature] = answer
-    em, f1 = answer_scores(answer["answer"], answers)
+    em, f1 = answer_scores(answer["answer"], list(question.answers))
     gold_numbers = {s.number for s in sources if s.hit.chunk.id in gold}
     precision, recall = citation_scores(answer["cited"], gold_numbers)
     has_gold = bool(gold)
@@ -331,6 +296,54 @@ def _run_cell(
         "citation_recall": recall,
         "retrieve_ms": stage.retrieve_ms,
         "rerank_ms": rerank_ms,
+    }
+
+
+def _run_vanilla(question: Question, llm: Any, settings: GridSettings) -> dict[str, Any]:
+    """The model alone, without sources."""
+    started = time.perf_counter()
+    stream = generate_text(
+        llm.model,
+        llm.tokenizer,
+        [
+            {"role": "system", "content": VANILLA_SYSTEM},
+            {"role": "user", "content": question.question},
+        ],
+        GenerationSettings(max_tokens=settings.max_tokens),
+        max_tokens_limit=settings.max_tokens,
+    )
+    text = "".join(stream)
+    em, f1 = answer_scores(text, list(question.answers))
+    return {
+        "answer": text,
+        "exact_match": em,
+        "f1": f1,
+        "answer_tokens": stream.completion_tokens,
+        "ended_cleanly": float(stream.finish_reason == "stop"),
+        "generate_ms": (time.perf_counter() - started) * 1e3,
+        "prompt_tokens": stream.prompt_tokens,
+    }
+
+
+def _grounded_answer(
+    question: Question, retrieval: Retrieval, llm: Any, settings: GridSettings
+) -> dict[str, Any]:
+    """The model's answer from the numbered sources, with what it cited."""
+    result = answer_question(
+        llm.model,
+        llm.tokenizer,
+        question.question,
+        retrieval,
+        max_tokens=settings.max_tokens,
+    )
+    return {
+        "answer": result.text,
+        "cited": result.cited,
+        "citation_mode": result.citation_mode,
+        "answer_tokens": result.completion_tokens,
+        "ended_cleanly": float(result.finish_reason == "stop"),
+        "generate_ms": result.generate_ms,
+        "prompt_tokens": result.prompt_tokens,
     }
 
 

@@ -54,8 +54,9 @@ from viz.models.generate import GenerationSettings, chat_prompt_ids, generate_te
 from viz.models.loading import ensure_cached, load_model
 from viz.rag.cache import load_embedder_cached
 from viz.routing.hierarchy import adapter_tree, walk
+from viz.routing.match import match_query
+from viz.routing.options import ANCESTOR_DECAY
 from viz.routing.profiles import build_profile, profile_vector
-from viz.routing.recommend import ANCESTOR_DECAY, match_query
 from viz.serving.engines.builtin import LoraBatch, install_hooks, load_lora
 from viz.store import open_database, session_scope
 from viz.store.blobs import blob_path

@@ -138,37 +138,8 @@ def merge_children(
             that contributes (the message lists each child and why it was left out).
     """
     _check(request)
-    parent = get_adapter(session, request.parent)
-    if parent.owner_id != owner.id:
-        raise Forbidden(
-            f"{parent.name!r} belongs to {parent.owner.name}; only its creator merges into it"
-        )
-    parent_version = newest_approved(parent)
-    if parent_version is None:
-        raise InvalidInput(f"{parent.name} has no approved version to merge into")
-    children = session.scalars(
-        select(Adapter).where(Adapter.parent_id == parent.id).order_by(Adapter.name)
-    ).all()
-    if not children:
-        raise InvalidInput(
-            f"{parent.name} has no children; publish sub-domain adapters with --parent "
-            f"{parent.name} first"
-        )
-    if len(children) > CHILDREN_MAX:
-        raise InvalidInput(f"{parent.name} has {len(children)} children; at most {CHILDREN_MAX}")
-    candidates, usable = [], {}
-    for child in children:
-        latest = newest(child.versions)
-        assert latest is not None, "an adapter row always has a version"
-        candidate = Candidate(f"{child.name}@{latest.version}", child.owner.name, latest.status)
-        if not visible_to(child, owner):
-            candidate.reason, candidate.caught_by = "private to its creator", "visibility"
-        elif latest.status != "approved":
-            candidate.reason = f"{latest.status}: " + _screening_summary(latest)
-            candidate.caught_by = "screening"
-        else:
-            usable[candidate.label] = latest
-        candidates.append(candidate)
+    parent, parent_version, children = _merge_target(session, request.parent, owner)
+    candidates, usable = _screened(children, owner)
     base = get_base_model(session, parent.base_id)
     base_folder = ensure_cached(base, models_dir)
     label = f"{parent.name}@{parent_version.version}"
@@ -213,27 +184,7 @@ def merge_children(
         ),
         owner=owner,
     )
-    outcome.shares = _shares(outcome, owner.name)
-    if outcome.shares:
-        set_version_shares(
-            session,
-            outcome.version,
-            [(get_account(session, name), bps, why) for name, bps, why in outcome.shares],
-        )
-    append_entry(
-        session,
-        "merge",
-        {
-            "adapter": parent.name,
-            "version": request.version,
-            "from": label,
-            "combination": request.combination,
-            "density": request.density,
-            "min_contribution": request.min_contribution,
-            "validation_windows": len(request.validation),
-            **outcome.as_dict(),
-        },
-    )
+    _record(session, outcome, request, parent.name, label, owner.name)
     outcome.folder = out
     return outcome
 
@@ -289,27 +240,7 @@ def measure_and_merge(
             model, names, [parent_label, candidate.label], request, trial
         )
         model.delete_adapter(trial)
-        if not request.gate:
-            candidate.included = True
-            candidate.reason = f"merged without a gate ({candidate.contribution:+.4f} nats/token)"
-        elif candidate.contribution < 0:
-            candidate.caught_by = "contribution"
-            candidate.reason = (
-                f"hurts: merged with the parent, it raises the validation loss by "
-                f"{-candidate.contribution:.4f} nats/token (poisoned or off-domain)"
-            )
-        elif candidate.contribution < request.min_contribution:
-            candidate.caught_by = "contribution"
-            candidate.reason = (
-                f"adds nothing: lowers the validation loss by {candidate.contribution:.4f} "
-                f"nats/token, under the {request.min_contribution} needed (free-riding or "
-                "untrained)"
-            )
-        else:
-            candidate.included = True
-            candidate.reason = (
-                f"lowers the validation loss by {candidate.contribution:.4f} nats/token"
-            )
+        _decide(candidate, candidate.contribution, request)
     included = [c.label for c in candidates if c.included]
     measured = [c.label for c in candidates if c.contribution is not None]
     outcome = MergeOutcome(parent_label, candidates, loss)
@@ -320,6 +251,108 @@ def measure_and_merge(
         if out is not None:
             _save(model, "merged", out, manifest or {})
     return outcome
+
+
+def _merge_target(
+    session: Session, name: str, owner: Account
+) -> tuple[Adapter, AdapterVersion, Sequence[Adapter]]:
+    """The parent `owner` merges into (Forbidden if not theirs), its newest approved version
+    and its children (InvalidInput if none, or too many)."""
+    parent = get_adapter(session, name)
+    if parent.owner_id != owner.id:
+        raise Forbidden(
+            f"{parent.name!r} belongs to {parent.owner.name}; only its creator merges into it"
+        )
+    parent_version = newest_approved(parent)
+    if parent_version is None:
+        raise InvalidInput(f"{parent.name} has no approved version to merge into")
+    children = session.scalars(
+        select(Adapter).where(Adapter.parent_id == parent.id).order_by(Adapter.name)
+    ).all()
+    if not children:
+        raise InvalidInput(
+            f"{parent.name} has no children; publish sub-domain adapters with --parent "
+            f"{parent.name} first"
+        )
+    if len(children) > CHILDREN_MAX:
+        raise InvalidInput(f"{parent.name} has {len(children)} children; at most {CHILDREN_MAX}")
+    return parent, parent_version, children
+
+
+def _screened(
+    children: Sequence[Adapter], owner: Account
+) -> tuple[list[Candidate], dict[str, AdapterVersion]]:
+    """Every child's newest version as a candidate, and the usable ones by label."""
+    candidates, usable = [], {}
+    for child in children:
+        latest = newest(child.versions)
+        assert latest is not None, "an adapter row always has a version"
+        candidate = Candidate(f"{child.name}@{latest.version}", child.owner.name, latest.status)
+        if not visible_to(child, owner):
+            candidate.reason, candidate.caught_by = "private to its creator", "visibility"
+        elif latest.status != "approved":
+            candidate.reason = f"{latest.status}: " + _screening_summary(latest)
+            candidate.caught_by = "screening"
+        else:
+            usable[candidate.label] = latest
+        candidates.append(candidate)
+    return candidates, usable
+
+
+def _record(
+    session: Session,
+    outcome: MergeOutcome,
+    request: MergeRequest,
+    parent: str,
+    label: str,
+    owner: str,
+) -> None:
+    """Set the published version's royalty shares and log the merge with every decision."""
+    assert outcome.version is not None
+    outcome.shares = _shares(outcome, owner)
+    if outcome.shares:
+        set_version_shares(
+            session,
+            outcome.version,
+            [(get_account(session, name), bps, why) for name, bps, why in outcome.shares],
+        )
+    append_entry(
+        session,
+        "merge",
+        {
+            "adapter": parent,
+            "version": request.version,
+            "from": label,
+            "combination": request.combination,
+            "density": request.density,
+            "min_contribution": request.min_contribution,
+            "validation_windows": len(request.validation),
+            **outcome.as_dict(),
+        },
+    )
+
+
+def _decide(candidate: Candidate, contribution: float, request: MergeRequest) -> None:
+    """The gate: include a candidate whose contribution is at least `min_contribution`."""
+    if not request.gate:
+        candidate.included = True
+        candidate.reason = f"merged without a gate ({contribution:+.4f} nats/token)"
+    elif contribution < 0:
+        candidate.caught_by = "contribution"
+        candidate.reason = (
+            f"hurts: merged with the parent, it raises the validation loss by "
+            f"{-contribution:.4f} nats/token (poisoned or off-domain)"
+        )
+    elif contribution < request.min_contribution:
+        candidate.caught_by = "contribution"
+        candidate.reason = (
+            f"adds nothing: lowers the validation loss by {contribution:.4f} "
+            f"nats/token, under the {request.min_contribution} needed (free-riding or "
+            "untrained)"
+        )
+    else:
+        candidate.included = True
+        candidate.reason = f"lowers the validation loss by {contribution:.4f} nats/token"
 
 
 def _merge(

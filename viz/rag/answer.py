@@ -32,8 +32,9 @@ from typing import Any
 from viz.errors import InvalidInput
 from viz.models.generate import GenerationSettings, generate_text
 from viz.rag.citations import parse_citations, says_cannot_find
-from viz.rag.index import MODES, Collection, Hit
+from viz.rag.collection import Collection
 from viz.rag.rerank import CrossEncoder, Reranker, rerank
+from viz.rag.search import MODES, Hit
 
 __all__ = [
     "CANNOT_FIND",

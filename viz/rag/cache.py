@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from viz.config import Settings
 from viz.rag.answer import RagSettings, Retrieval, retrieve
+from viz.rag.collection import Collection
 from viz.rag.embed import Embedder, load_embedder
-from viz.rag.index import Collection
 from viz.rag.ingest import allowed_for_inference
 from viz.rag.rerank import load_reranker
 from viz.store.database import session_scope

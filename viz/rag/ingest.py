@@ -1,32 +1,33 @@
 """Catalogued documents into a collection: only those whose permissions allow `ai_inference`.
 
 Documents are chosen by id, tag, owner or all of them; each refused one is reported with its
-reason, and adding to a collection is incremental (see `viz.rag.index`). At question time
+reason, and adding to a collection is incremental (see `viz.rag.collection`). At question time
 `allowed_for_inference` is asked again, so a document whose permission was withdrawn after
 indexing never reaches an answer.
 
-    report = index_catalogue(session, settings, "papers", Selection(all=True), embedder=embedder)
+    report = index_catalogue(session, "papers", Selection(all=True), home=settings.home,
+                             blobs_dir=settings.blobs_dir, embedder=embedder)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viz.config import Settings
 from viz.documents import read_document_text
 from viz.errors import InvalidInput, NotFound
-from viz.rag.embed import Embedder
-from viz.rag.index import (
+from viz.rag.collection import (
     AddReport,
     CollectionSettings,
     SourceDocument,
     collection_folder,
     create_collection,
 )
+from viz.rag.embed import Embedder
 from viz.store.schema import Account, Document, DocumentTag
 
 __all__ = ["IngestReport", "Selection", "allowed_for_inference", "index_catalogue"]
@@ -81,21 +82,23 @@ def select_documents(session: Session, selection: Selection) -> list[Document]:
 
 def index_catalogue(
     session: Session,
-    settings: Settings,
     name: str,
     selection: Selection,
     *,
+    home: Path,
+    blobs_dir: Path,
     embedder: Embedder | Callable[[], Embedder],
     chunking: CollectionSettings | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Add the selected documents that allow inference to collection `name` (created with
-    `chunking` if new). Documents that do not allow it are skipped and listed. `embedder` may
-    be a function that loads it, called once the selection is known to be good."""
+    `chunking` if new) under `home`, reading their text from `blobs_dir`. Documents that do not
+    allow it are skipped and listed. `embedder` may be a function that loads it, called once
+    the selection is known to be good."""
     documents = select_documents(session, selection)
     if not isinstance(embedder, Embedder):
         embedder = embedder()
-    folder = collection_folder(settings.home, name)
+    folder = collection_folder(home, name)
     collection = create_collection(folder, chunking or CollectionSettings())
     try:
         skipped = [
@@ -107,7 +110,7 @@ def index_catalogue(
             SourceDocument(
                 key=f"doc:{d.id}",
                 title=d.title,
-                text=read_document_text(settings.blobs_dir, d),
+                text=read_document_text(blobs_dir, d),
                 licence=d.licence,
                 attribution=d.attribution or f"{d.title} ({d.owner.name})",
                 document_id=d.id,

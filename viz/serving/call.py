@@ -23,7 +23,7 @@ from viz.errors import InvalidInput, PaymentRequired, Unauthenticated
 from viz.ledger import Usage, quote, reserve, settle, void_reservation
 from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
 from viz.routing.hardware import parse_hardware
-from viz.routing.recommend import QUERY_CHARS_MAX, RouteRequest
+from viz.routing.options import QUERY_CHARS_MAX, RouteRequest
 from viz.routing.route import recommend_route
 from viz.serving.adapter_ref import parse_model
 from viz.serving.engines import Engine, Generation

@@ -36,7 +36,7 @@ from viz.rag.answer import (
     grounded_messages,
 )
 from viz.rag.cache import retrieve_from_catalogue
-from viz.rag.index import Collection, collection_folder, open_collection
+from viz.rag.collection import Collection, collection_folder, open_collection
 
 __all__ = ["Grounding", "RagOptions", "Retriever"]
 

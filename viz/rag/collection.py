@@ -5,19 +5,17 @@ A collection is a folder, `VIZ_HOME/rag/<name>/`, holding
 
 - `index.sqlite`: the settings it was built with, one row per document (key, content hash,
   title, licence, attribution), one row per chunk (offsets and text), and an SQLite FTS5 table
-  over the chunks, whose `bm25()` ranks the lexical hits (Okapi BM25, k1 = 1.2, b = 0.75, with
-  the Porter stemmer);
-- `vectors.f32`: the chunks' unit-length embeddings, float32, one row each, append-only.
+  over the chunks, whose `bm25()` ranks the lexical hits;
+- `vectors.f32`: the chunks' unit-length embeddings (`viz.rag.vectors`).
 
 Adding documents embeds and inserts only what is new: a document already indexed with the same
-content hash is skipped, a changed one has its chunks replaced. Vectors are appended and flushed
-before the SQLite transaction that records how many rows are valid commits, so a crash between
-the two leaves rows past that count, which the next open cuts off.
+content hash is skipped, a changed one has its chunks replaced. Each document is committed on
+its own, after its vectors are durable.
 
-Search is lexical, dense (cosine, brute force over the vectors) or hybrid, by reciprocal rank
-fusion of the two (Cormack et al. 2009, k = 60). Any of them can be limited to some documents.
+Search is lexical, dense or hybrid (`viz.rag.search` says how each ranks). Any of them can be
+limited to some documents.
 
-    collection = create_collection(folder, chunk_chars=1200, overlap=200)
+    collection = create_collection(folder, CollectionSettings("chars", 1200, 200))
     collection.add([SourceDocument("doc:1", "QLoRA", text, licence="CC-BY-4.0")], embedder)
     hits = collection.search("How much memory does QLoRA save?", k=5, mode="hybrid",
                              embedder=embedder)
@@ -26,7 +24,6 @@ fusion of the two (Cormack et al. 2009, k = 60). Any of them can be limited to s
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -36,49 +33,33 @@ from typing import Any
 
 import numpy as np
 
-from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound, StorageCorrupt
+from viz.errors import Conflict, InvalidInput, NotFound
+from viz.rag._tables import (
+    INDEX_FILE,
+    SCHEMA,
+    connect,
+    delete_document,
+    insert_document,
+    record_vectors,
+)
 from viz.rag.chunking import Chunk, check_sizes, chunk_by_characters, chunk_by_tokens
 from viz.rag.embed import Embedder
+from viz.rag.search import Hit, IndexedChunk, dense_rows, lexical_rows, search
+from viz.rag.vectors import VECTORS_FILE, VectorFile
 
 __all__ = [
-    "MODES",
+    "NAME_PATTERN",
+    "AddReport",
     "Collection",
     "CollectionSettings",
-    "Hit",
-    "IndexedChunk",
     "SourceDocument",
-    "bm25_order",
-    "check_query",
     "collection_folder",
     "create_collection",
     "list_collections",
     "open_collection",
-    "reciprocal_rank_fusion",
 ]
 
-MODES = ("lexical", "dense", "hybrid")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-RRF_K = 60
-K_MAX = 1000
-QUERY_CHARS_MAX = 4000
-QUERY_TERMS_MAX = 64
-_WORD = re.compile(r"\w+", re.UNICODE)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    key TEXT PRIMARY KEY, sha256 TEXT NOT NULL, title TEXT NOT NULL, licence TEXT NOT NULL,
-    attribution TEXT NOT NULL, document_id INTEGER, chunks INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY, key TEXT NOT NULL REFERENCES documents(key), ordinal INTEGER NOT NULL,
-    start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
-    vector_row INTEGER NOT NULL UNIQUE
-);
-CREATE INDEX IF NOT EXISTS chunks_key ON chunks(key);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, key UNINDEXED, content='chunks', content_rowid='id', tokenize='porter unicode61'
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -93,23 +74,6 @@ class SourceDocument:
     attribution: str = ""
     document_id: int | None = None
     sha256: str = ""
-
-
-@dataclass(frozen=True)
-class IndexedChunk:
-    id: int
-    key: str
-    ordinal: int
-    start: int
-    end: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Hit:
-    chunk: IndexedChunk
-    score: float
-    rank: int  # 1-based
 
 
 @dataclass(frozen=True)
@@ -148,7 +112,7 @@ def list_collections(home: Path) -> list[str]:
     root = home / "rag"
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "index.sqlite").is_file())
+    return sorted(p.name for p in root.iterdir() if (p / INDEX_FILE).is_file())
 
 
 def create_collection(folder: Path, settings: CollectionSettings) -> Collection:
@@ -158,7 +122,7 @@ def create_collection(folder: Path, settings: CollectionSettings) -> Collection:
         Conflict: it exists with other chunking settings (they would mix chunk sizes).
     """
     settings.check()
-    if (folder / "index.sqlite").is_file():
+    if (folder / INDEX_FILE).is_file():
         collection = open_collection(folder)
         if collection.settings != settings:
             raise Conflict(
@@ -167,9 +131,9 @@ def create_collection(folder: Path, settings: CollectionSettings) -> Collection:
             )
         return collection
     folder.mkdir(parents=True, exist_ok=True)
-    connection = _connect(folder)
+    connection = connect(folder)
     with connection:
-        connection.executescript(_SCHEMA)
+        connection.executescript(SCHEMA)
         connection.executemany(
             "INSERT INTO settings VALUES (?, ?)",
             [
@@ -190,12 +154,12 @@ def open_collection(folder: Path) -> Collection:
     Raises:
         NotFound: there is none; StorageCorrupt: its vectors are missing or short.
     """
-    if not (folder / "index.sqlite").is_file():
+    if not (folder / INDEX_FILE).is_file():
         raise NotFound(
             f"no collection {folder.name!r}; build it with: viz rag index {folder.name} "
             "--documents all"
         )
-    return Collection(folder, _connect(folder))
+    return Collection(folder, connect(folder))
 
 
 class Collection:
@@ -213,7 +177,8 @@ class Collection:
         self.dimension = int(values["dimension"])
         self._vectors: np.ndarray | None = None
         self._chunk_rows: tuple[np.ndarray, np.ndarray, list[str]] | None = None
-        self._cut_uncommitted_vectors()
+        self._vector_file = VectorFile(folder / VECTORS_FILE)
+        self._vector_file.cut(self._vector_rows, self.dimension)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -258,7 +223,7 @@ class Collection:
             found.update({row[0]: IndexedChunk(*row) for row in rows})
         return found
 
-    # -- search ----------------------------------------------------------------------------
+    # -- search (`viz.rag.search` ranks) -----------------------------------------------------
 
     def search(
         self,
@@ -277,68 +242,20 @@ class Collection:
         Raises:
             InvalidInput: an empty query, a bad k or mode, an empty collection.
         """
-        _check_query(query, k)
-        self._refresh()
-        if mode not in MODES:
-            raise InvalidInput(f"search mode {mode!r} must be one of {', '.join(MODES)}")
-        total = self.chunk_count()
-        if total == 0:
-            raise InvalidInput(
-                f"collection {self.name!r} is empty; add documents with: viz rag index "
-                f"{self.name} --documents ..."
-            )
-        if k > total:
-            raise InvalidInput(
-                f"k = {k} is more than the {total} chunks in collection {self.name!r}; ask for "
-                f"at most {total}"
-            )
-        key_set = None if keys is None else set(keys)
-        if mode == "lexical":
-            return self.lexical(query, k, key_set)
-        if embedder is None:
-            raise InvalidInput(f"{mode} search needs the embedder")
-        vector = embedder.encode([query])[0].numpy()
-        if mode == "dense":
-            return self.dense(vector, k, key_set)
-        depth = max(k, depth or 50)
-        return reciprocal_rank_fusion(
-            [self.lexical(query, depth, key_set), self.dense(vector, depth, key_set)], k
-        )
+        return search(self, query, k=k, mode=mode, embedder=embedder, keys=keys, depth=depth)
 
     def lexical(self, query: str, k: int, keys: set[str] | None = None) -> list[Hit]:
         """BM25 over the chunks (FTS5), any query word matching."""
-        match = _match_expression(query)
-        if not match:
-            return []
-        sql = (
-            "SELECT rowid, -bm25(chunks_fts) AS score, key FROM chunks_fts WHERE chunks_fts MATCH ?"
-        )
-        arguments: list[Any] = [match]
-        if keys is not None:
-            if not keys:
-                return []
-            sql += f" AND key IN ({','.join('?' * len(keys))})"
-            arguments.extend(sorted(keys))
-        sql += " ORDER BY bm25(chunks_fts) LIMIT ?"
-        arguments.append(k)
-        rows = self._db.execute(sql, arguments).fetchall()
+        rows = lexical_rows(self._db, query, k, keys)
         chunks = self.chunks_by_id(row[0] for row in rows)
-        return [Hit(chunks[row[0]], float(row[1]), rank) for rank, row in enumerate(rows, 1)]
+        return [Hit(chunks[row[0]], row[1], rank) for rank, row in enumerate(rows, 1)]
 
     def dense(self, vector: np.ndarray, k: int, keys: set[str] | None = None) -> list[Hit]:
         """Cosine similarity against every (or every selected) chunk's vector."""
         ids, rows, chunk_keys = self._rows()
-        if len(ids) == 0:
-            return []
-        if keys is not None:
-            keep = np.fromiter((key in keys for key in chunk_keys), bool, len(chunk_keys))
-            ids, rows = ids[keep], rows[keep]
-            if len(ids) == 0:
-                return []
-        scores = self._matrix()[rows] @ vector.astype(np.float32)
-        top = np.argsort(-scores, kind="stable")[:k]
-        chunks = self.chunks_by_id(int(ids[i]) for i in top)
-        return [Hit(chunks[int(ids[i])], float(scores[i]), rank) for rank, i in enumerate(top, 1)]
+        top = dense_rows(self._matrix, ids, rows, chunk_keys, vector, k, keys)
+        chunks = self.chunks_by_id(id_ for id_, _ in top)
+        return [Hit(chunks[id_], score, rank) for rank, (id_, score) in enumerate(top, 1)]
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -389,7 +306,7 @@ class Collection:
         removed = 0
         with self._db:
             for key in keys:
-                removed += self._delete(key)
+                removed += delete_document(self._db, key)
         self._chunk_rows = None
         return removed
 
@@ -414,78 +331,28 @@ class Collection:
         dimension: int,
     ) -> None:
         first_row = self._vector_rows
-        path = self.folder / "vectors.f32"
-        with path.open("ab") as handle:
-            handle.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._vector_file.append(vectors)
+        row = (
+            document.key,
+            sha,
+            document.title,
+            document.licence,
+            document.attribution,
+            document.document_id,
+            len(chunks),
+        )
         with self._db:
-            self._delete(document.key)
-            self._db.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    document.key,
-                    sha,
-                    document.title,
-                    document.licence,
-                    document.attribution,
-                    document.document_id,
-                    len(chunks),
-                ),
-            )
-            for offset, chunk in enumerate(chunks):
-                cursor = self._db.execute(
-                    'INSERT INTO chunks (key, ordinal, start, "end", text, vector_row) '
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        document.key,
-                        chunk.index,
-                        chunk.start,
-                        chunk.end,
-                        chunk.text,
-                        first_row + offset,
-                    ),
-                )
-                self._db.execute(
-                    "INSERT INTO chunks_fts (rowid, text, key) VALUES (?, ?, ?)",
-                    (cursor.lastrowid, chunk.text, document.key),
-                )
-            self._db.execute(
-                "UPDATE settings SET value = ? WHERE name = 'vector_rows'",
-                (str(first_row + len(chunks)),),
-            )
-            self._db.execute(
-                "UPDATE settings SET value = ? WHERE name = 'dimension'", (str(dimension),)
-            )
+            delete_document(self._db, document.key)
+            insert_document(self._db, row, chunks, first_row)
+            record_vectors(self._db, first_row + len(chunks), dimension)
         self._vector_rows = first_row + len(chunks)
         self.dimension = dimension
         self._vectors = None
         self._chunk_rows = None
 
-    def _delete(self, key: str) -> int:
-        rows = self._db.execute("SELECT id, text, key FROM chunks WHERE key = ?", (key,)).fetchall()
-        for id_, text, chunk_key in rows:
-            self._db.execute(
-                "INSERT INTO chunks_fts (chunks_fts, rowid, text, key) VALUES ('delete', ?, ?, ?)",
-                (id_, text, chunk_key),
-            )
-        self._db.execute("DELETE FROM chunks WHERE key = ?", (key,))
-        return self._db.execute("DELETE FROM documents WHERE key = ?", (key,)).rowcount
-
     def _matrix(self) -> np.ndarray:
         if self._vectors is None:
-            path = self.folder / "vectors.f32"
-            expected = self._vector_rows * self.dimension
-            if expected == 0:
-                self._vectors = np.zeros((0, max(self.dimension, 1)), np.float32)
-            else:
-                data = np.fromfile(path, dtype=np.float32, count=expected)
-                if data.size != expected:
-                    raise StorageCorrupt(
-                        f"{path} holds fewer vectors than the index records; rebuild the "
-                        f"collection: delete {self.folder} and run viz rag index again"
-                    )
-                self._vectors = data.reshape(self._vector_rows, self.dimension)
+            self._vectors = self._vector_file.read(self._vector_rows, self.dimension)
         return self._vectors
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -498,7 +365,7 @@ class Collection:
             )
         return self._chunk_rows
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         """Notice documents another process indexed since the vectors were read."""
         rows = self._db.execute("SELECT value FROM settings WHERE name = 'vector_rows'").fetchone()
         if int(rows[0]) != self._vector_rows:
@@ -508,52 +375,6 @@ class Collection:
             self._vectors = None
             self._chunk_rows = None
 
-    def _cut_uncommitted_vectors(self) -> None:
-        path = self.folder / "vectors.f32"
-        valid = self._vector_rows * self.dimension * 4
-        if path.is_file() and path.stat().st_size > valid:
-            with path.open("r+b") as handle:
-                handle.truncate(valid)
-
-
-def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, *, rrf_k: int = RRF_K) -> list[Hit]:
-    """Fuse rankings: score(chunk) = sum over rankings of 1 / (rrf_k + rank)."""
-    scores: dict[int, float] = {}
-    chunks: dict[int, IndexedChunk] = {}
-    for ranking in rankings:
-        for hit in ranking:
-            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + 1.0 / (rrf_k + hit.rank)
-            chunks[hit.chunk.id] = hit.chunk
-    order = sorted(scores, key=lambda id_: (-scores[id_], id_))[:k]
-    return [Hit(chunks[id_], scores[id_], rank) for rank, id_ in enumerate(order, 1)]
-
-
-def check_query(query: str) -> None:
-    """Raise InvalidInput for an empty question, LimitExceeded for one over the limit."""
-    if not isinstance(query, str) or not query.strip():
-        raise InvalidInput("the question is empty; ask something")
-    if len(query) > QUERY_CHARS_MAX:
-        raise LimitExceeded(f"the question is {len(query)} characters; at most {QUERY_CHARS_MAX}")
-
-
-def _check_query(query: str, k: int) -> None:
-    check_query(query)
-    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= K_MAX:
-        raise InvalidInput(f"k = {k!r} must be an integer 1..{K_MAX}")
-
-
-def _match_expression(query: str) -> str:
-    """An FTS5 query matching any of the query's words (each quoted, so none is an operator)."""
-    terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:QUERY_TERMS_MAX]
-    return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
-
-
-def _connect(folder: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(folder / "index.sqlite", check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA foreign_keys=ON")
-    return connection
-
 
 def _describe(settings: CollectionSettings) -> str:
     return f"{settings.size}-{settings.unit} chunks with {settings.overlap} overlap"
@@ -562,23 +383,3 @@ def _describe(settings: CollectionSettings) -> str:
 def _sha256(text: str) -> str:
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def bm25_order(texts: list[str], query: str, k: int) -> list[int]:
-    """Indices of the `k` texts BM25 ranks best for `query` (an in-memory FTS5 table), for
-    one-off rankings such as mining hard negatives."""
-    connection = sqlite3.connect(":memory:")
-    try:
-        connection.execute("CREATE VIRTUAL TABLE t USING fts5(text, tokenize='porter unicode61')")
-        connection.executemany(
-            "INSERT INTO t (rowid, text) VALUES (?, ?)", [(i + 1, t) for i, t in enumerate(texts)]
-        )
-        match = _match_expression(query)
-        if not match:
-            return []
-        rows = connection.execute(
-            "SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t) LIMIT ?", (match, k)
-        ).fetchall()
-        return [row[0] - 1 for row in rows]
-    finally:
-        connection.close()
