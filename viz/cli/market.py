@@ -16,7 +16,6 @@ from viz.market.catalogue import (
     find_version,
     get_adapter,
     list_document,
-    publish_adapter,
     restore_version,
     search_adapters,
     takedown_version,
@@ -24,6 +23,7 @@ from viz.market.catalogue import (
 from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
+from viz.routing.publish import publish_with_profile
 
 VALIDATION_WINDOWS = 48
 
@@ -72,11 +72,16 @@ def publish(
     )
     with session(context) as database:
         owner = get_account(database, account)
-        published, report = publish_adapter(
-            database, settings.blobs_dir, settings.models_dir, folder, request, owner=owner
+        published, report = publish_with_profile(
+            database,
+            settings.blobs_dir,
+            settings.models_dir,
+            folder,
+            request,
+            owner=owner,
+            embedder=load_embedder_cached(),
         )
         _print_report(json.loads(report.to_json()))
-        build_profile(database, published, settings.blobs_dir, load_embedder_cached())
         typer.echo(f"domain profile: {published.profile_source}")
         typer.echo(f"published {name}@{version}: {published.status}")
 

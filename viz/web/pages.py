@@ -50,9 +50,9 @@ from viz.errors import (
     Unauthenticated,
     VizError,
 )
-from viz.market.catalogue import PublishRequest, publish_adapter
+from viz.market.catalogue import PublishRequest
 from viz.market.screening import ScreeningLimits
-from viz.routing.profiles import build_profile
+from viz.routing.publish import publish_with_profile
 from viz.store.database import session_scope
 from viz.store.schema import Account, Adapter, BaseModel
 from viz.web import views
@@ -426,15 +426,15 @@ def add_pages(app: FastAPI, settings: Settings, database: Database) -> None:
             if seen.account is None:
                 raise Unauthenticated("log in to publish")
             try:
-                version, _ = publish_adapter(
+                version, _ = publish_with_profile(
                     session,
                     settings.blobs_dir,
                     settings.models_dir,
                     folder,
                     _publish_request(fields),
                     owner=seen.account,
+                    embedder=load_embedder_cached(),
                 )
-                build_profile(session, version, settings.blobs_dir, load_embedder_cached())
                 target = f"/adapters/{version.adapter.name}?version={version.version}"
             except VizError as error:
                 session.rollback()
