@@ -50,13 +50,18 @@ from viz.eval.metrics import (
 )
 from viz.eval.qasper import Question, evidence_spans, is_gold, load_questions, paper_text
 from viz.eval.qasper import sample_questions as sample_of
-from viz.rag.answer import Retrieval, Source, answer_question
+from viz.eval.report import write_report
+from viz.models.generate import GenerationSettings, generate_text
+from viz.rag.answer import Retrieval, Source, _sigmoid, answer_question
+from viz.rag.chunking import check_sizes
 from viz.rag.index import (
+    MODES,
     CollectionSettings,
     Hit,
     SourceDocument,
     create_collection,
 )
+from viz.rag.rerank import rerank
 
 __all__ = ["Cell", "GridSettings", "grid", "run_rag_eval"]
 
@@ -91,9 +96,6 @@ class GridSettings:
 
     def check(self) -> None:
         """Raise InvalidInput naming every bad setting."""
-        from viz.rag.chunking import check_sizes
-        from viz.rag.index import MODES
-
         problems = []
         for size in self.chunk_sizes:
             try:
@@ -144,8 +146,6 @@ def run_rag_eval(
 
     Returns the cells' averages and the report files.
     """
-    from viz.eval.report import write_report
-
     settings = settings or GridSettings()
     settings.check()
     questions = sample_of(load_questions(data), sample, seed=seed)
@@ -222,8 +222,6 @@ def _first_stage(
     embedder: Any,
     reranker: Any,
 ) -> _Stage:
-    from viz.rag.rerank import rerank
-
     key = f"paper:{question.paper_id}"
     started = time.perf_counter()
     ranking = collection.search(
@@ -253,9 +251,6 @@ def _run_cell(
     settings: GridSettings,
     reuse: dict[Any, dict[str, Any]],
 ) -> dict[str, Any]:
-    from viz.models.generate import GenerationSettings, generate_text
-    from viz.rag.answer import _sigmoid
-
     answers = list(question.answers)
     if cell.method == "vanilla":
         started = time.perf_counter()

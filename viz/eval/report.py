@@ -285,9 +285,11 @@ def _draw_plot(plot: Plot, cells: Sequence[dict[str, Any]], path: Path) -> bool:
     if not any(xs for xs, _ in series.values()):
         return False
 
+    # deferred: matplotlib is heavy
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: matplotlib is heavy
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(panels), figsize=(10, 4))

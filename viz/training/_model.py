@@ -15,6 +15,7 @@ CHECKPOINTING = {"use_reentrant": False}
 
 
 def training_device() -> str:
+    # deferred: torch is heavy
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -37,6 +38,7 @@ def prepare_model(
     Gradient checkpointing is on for both, as in QLoRA. The LoRA weights are initialised from
     `seed`, so two runs with the same seed start from the same adapter.
     """
+    # deferred: peft, torch are heavy
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -72,6 +74,7 @@ def disable_cpu_repacking(model: Any) -> None:
     gradient through the repacked layers. Turning the fast path off keeps training correct.
     """
     try:
+        # deferred: bitsandbytes is heavy
         from bitsandbytes.nn import Linear4bit
     except ImportError:
         return

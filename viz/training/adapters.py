@@ -47,6 +47,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def load_adapter(folder: Path, base_model: Any) -> Any:
     """`base_model` wrapped with the adapter in `folder` (safetensors only), in eval mode."""
+    # deferred: peft is heavy
     from peft import PeftModel
 
     pickled = [p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]

@@ -115,6 +115,7 @@ def select_documents(
 
 def model_context_length(folder: Path) -> int:
     """The longest sequence the model in `folder` takes (its config's max_position_embeddings)."""
+    # deferred: transformers is heavy
     from transformers import AutoConfig
 
     return int(getattr(AutoConfig.from_pretrained(folder), "max_position_embeddings", 2048))

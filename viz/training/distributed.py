@@ -23,6 +23,7 @@ from viz.errors import InvalidInput, LimitExceeded, VizError
 from viz.store.schema import BaseModel
 from viz.training.config import TrainingConfig
 from viz.training.dataset import DocumentTokens, TrainingSet
+from viz.training.trainer import train_adapter
 
 __all__ = ["NPROC_MAX", "launch", "main"]
 
@@ -101,11 +102,10 @@ def launch(
 
 def main(job_file: str) -> int:
     """A torchrun worker: join the group, train, leave. Returns the process exit code."""
+    # deferred: torch, transformers are heavy
     import torch
     import torch.distributed as dist
     from transformers import AutoTokenizer
-
-    from viz.training.trainer import train_adapter
 
     job = json.loads(Path(job_file).read_text())
     backend = "nccl" if torch.cuda.is_available() else "gloo"

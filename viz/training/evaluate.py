@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from viz.training.dataset import windows as token_windows
+
 __all__ = ["general_windows", "perplexity", "perplexities"]
 
 EVAL_BATCH = 4
@@ -16,6 +18,7 @@ def perplexity(
     model: Any, windows: Sequence[tuple[int, ...]], *, batch_size: int = EVAL_BATCH
 ) -> float:
     """exp(mean next-token negative log-likelihood) over every predicted token in `windows`."""
+    # deferred: torch is heavy
     import torch
 
     if not windows:
@@ -56,9 +59,7 @@ def perplexities(
 def general_windows(tokenizer: Any, sequence_length: int) -> list[tuple[int, ...]]:
     """Windows of a fixed general-English sample (written for Viz, shipped in the package),
     to measure how much an adapter costs on text outside its domain."""
-    from viz.training.dataset import windows
-
     text = resources.files("viz.training").joinpath("general_sample.txt").read_text()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     length = min(sequence_length, len(ids))
-    return windows(ids, length, length // 4)
+    return token_windows(ids, length, length // 4)

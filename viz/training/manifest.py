@@ -116,6 +116,7 @@ Licences of the training data: {", ".join(licences)}. Full provenance in `viz-ma
 
 
 def hardware() -> dict[str, Any]:
+    # deferred: torch is heavy
     import torch
 
     cpu = platform.processor() or platform.machine()

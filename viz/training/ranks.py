@@ -31,12 +31,14 @@ class Ranks:
     def wrap(self, model: Any) -> Any:
         if self.world == 1:
             return model
+        # deferred: torch is heavy
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model)
 
     def barrier(self) -> None:
         if self.world > 1:
+            # deferred: torch is heavy
             import torch.distributed as dist
 
             dist.barrier()
@@ -45,6 +47,7 @@ class Ranks:
         """True on every process if `flag` is true on any (so all stop at the same step)."""
         if self.world == 1:
             return flag
+        # deferred: torch is heavy
         import torch
         import torch.distributed as dist
 
@@ -55,6 +58,7 @@ class Ranks:
     def mean(self, value: Any) -> float:
         if self.world == 1:
             return float(value.item())
+        # deferred: torch is heavy
         import torch.distributed as dist
 
         total = value.clone().float()
@@ -63,6 +67,7 @@ class Ranks:
 
 
 def current_ranks() -> Ranks:
+    # deferred: torch is heavy
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -239,6 +239,7 @@ def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, 
     `auto` is paged AdamW 8-bit on CUDA (QLoRA's choice) and torch AdamW on CPU: paged
     optimisers page their state to CPU memory through CUDA unified memory, which needs a GPU.
     """
+    # deferred: torch is heavy
     import torch
 
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -251,6 +252,7 @@ def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, 
         wanted = "adamw"
     if wanted == "adamw":
         return torch.optim.AdamW(parameters, lr=learning_rate), wanted, note
+    # deferred: bitsandbytes is heavy
     import bitsandbytes as bnb
 
     paged = {
@@ -263,6 +265,7 @@ def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, 
 def batch_indexes(windows: int, step: int, batch_size: int, seed: int) -> list[int]:
     """Window indexes of batch `step`: epochs are shuffled by (seed, epoch), so any step's batch
     can be recomputed after a resume."""
+    # deferred: torch is heavy
     import torch
 
     indexes, orders = [], {}

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput
+from viz.models.loading import load_folder
 from viz.store.blobs import sha256_bytes
 from viz.training.adapters import read_manifest
-from viz.training.continual import load_lora_weights
+from viz.training.continual import load_lora_weights, set_lora_weights
 from viz.training.trainer import Start
 
 __all__ = ["TRANSFERS", "chain_deltas", "merge_chain", "transfer_start"]
@@ -73,23 +74,20 @@ def transfer_start(
         "serve_as": "chain + child" if kind == "on-top" else "child alone",
     }
     if kind == "init":
-        from viz.training.continual import _set_weights
-
         parent = load_lora_weights(chain[-1])
-        return Start(lambda model: _set_weights(model, parent), record=record)
+        return Start(lambda model: set_lora_weights(model, parent), record=record)
     deltas = chain_deltas(chain)
     if kind == "on-top":
         return Start(lambda model: merge_chain(model, deltas), record=record)
     teacher: dict[str, Any] = {}
 
     def load_teacher(model: Any) -> None:
-        from viz.models.loading import load_folder
-
         teacher["model"] = load_folder(base_folder, precision)
         merge_chain(teacher["model"], deltas)
         teacher["model"].eval()
 
     def distillation(model: Any, batch: Any, logits: Any) -> Any:
+        # deferred: torch is heavy
         import torch
 
         with torch.no_grad():
@@ -121,6 +119,7 @@ def chain_deltas(chain: Sequence[Path], weights: Sequence[float] | None = None) 
 
 def merge_chain(model: Any, deltas: dict[str, Any]) -> None:
     """Add each module's update to the base weight under it (PEFT-wrapped or plain model)."""
+    # deferred: torch is heavy
     import torch
 
     modules = dict(model.named_modules())
