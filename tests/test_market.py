@@ -320,7 +320,7 @@ def _account(session, name):  # type: ignore[no-untyped-def]
 def test_a_document_is_listed_by_its_owner_with_a_price_per_citation(market) -> None:
     from tests.conftest import QASPER_PAPERS
     from viz.documents import DocumentInput, add_documents
-    from viz.market.catalogue import list_document
+    from viz.market.listings import list_document
 
     papers = sorted(QASPER_PAPERS.glob("*.txt"))[:2]
     with session_scope(market["engine"]) as session:

@@ -18,7 +18,7 @@ from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import NotFound
 from viz.ledger import balances, topup
-from viz.market.catalogue import list_document
+from viz.market.listings import list_document
 from viz.rag.ingest import Selection, index_catalogue
 from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent

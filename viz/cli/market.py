@@ -15,11 +15,11 @@ from viz.market.catalogue import (
     approve_version,
     find_version,
     get_adapter,
-    list_document,
     restore_version,
     search_adapters,
     takedown_version,
 )
+from viz.market.listings import list_document
 from viz.market.merge import MIN_CONTRIBUTION, MergeRequest, merge_children
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
