@@ -33,15 +33,18 @@ lint: $(STAMP)
 	$(BIN)/mypy viz
 
 # pytest exit code 5 (no tests collected) fails the target like any other failure.
+# Tests run on every core (pytest-xdist, at most 4 workers); a file's tests stay in one worker so
+# each module-scoped world is built once. VIZ_TEST_WORKERS=1 runs them in one process.
+PYTEST := $(BIN)/pytest $(if $(filter 1,$(VIZ_TEST_WORKERS)),,-n $(or $(VIZ_TEST_WORKERS),auto) --maxprocesses 4 --dist loadfile)
 # Debian's chromium for the browser tests (VIZ_TEST_BROWSER=0 skips them).
 test: lint
 	@browser=$$(scripts/chromium-test-browser | tail -n 1) && \
 	if [ "$$VIZ_TEST_POSTGRES" = "0" ]; then \
 		echo "VIZ_TEST_POSTGRES=0: PostgreSQL storage tests will be skipped"; \
-		VIZ_TEST_CHROMIUM="$$browser" $(BIN)/pytest; \
+		VIZ_TEST_CHROMIUM="$$browser" $(PYTEST); \
 	else \
 		url=$$(scripts/postgres-test-server | tail -n 1) && \
-		VIZ_TEST_CHROMIUM="$$browser" VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/pytest; \
+		VIZ_TEST_CHROMIUM="$$browser" VIZ_TEST_POSTGRES_URL="$$url" $(PYTEST); \
 	fi
 
 demo: $(STAMP)

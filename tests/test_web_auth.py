@@ -13,8 +13,8 @@ from viz.config import Settings
 from viz.errors import Forbidden, InvalidInput, LimitExceeded, Unauthenticated
 from viz.store.database import open_database, session_scope
 from viz.store.schema import WebSession, utc_now
+from viz.web._page import local_target as _local
 from viz.web.auth import Throttle, check_csrf, log_in, session_account, set_password
-from viz.web.pages import _local
 
 
 def test_a_password_logs_in_and_is_stored_only_as_an_argon2_hash(sqlite_engine) -> None:
@@ -115,7 +115,7 @@ def test_pages_answer_in_html_with_security_headers_and_the_api_stays_json(tmp_p
 
 def test_an_upload_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch) -> None:
     from viz.serving.app import create_app
-    from viz.web import pages
+    from viz.web.routes import publish as pages
 
     monkeypatch.setattr(pages, "UPLOAD_BYTES_MAX", 1000)
     settings = Settings(home=tmp_path)

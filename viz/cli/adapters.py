@@ -12,6 +12,7 @@ from viz.accounts import get_account
 from viz.cli._context import session, state, table
 from viz.models import get_base_model
 from viz.models.loading import ensure_cached, load_folder
+from viz.models.precision import choose_training, cuda_available
 from viz.training import TrainingConfig, general_windows, select_documents
 from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
 from viz.training.continual import DEFAULT_GUARD, continual_report, parse_guard
@@ -45,8 +46,15 @@ CONFIG_FIELDS = [
 ]
 
 # The longer options of `viz adapters train`.
+METHOD = typer.Option(
+    "auto",
+    help="auto (qlora on CUDA and on CPUs with native bf16, else lora on fp32), qlora (NF4 "
+    "base) or lora (fp32 base)",
+)
 BASE_PRECISION = typer.Option(
-    None, help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora)"
+    None,
+    help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora), or auto (lora: "
+    "bf16 where the CPU has it natively, else fp32)",
 )
 TARGET_MODULES = typer.Option(
     ["all-linear"], "--target-module", help="Layers to adapt (repeatable)"
@@ -84,7 +92,7 @@ def train(
     documents: list[int] = typer.Option([], "--documents", "-d", help="Document id (repeat)"),
     owner: list[str] = typer.Option([], help="All documents of this account (repeatable)"),
     tag: list[str] = typer.Option([], "--tag", "-t", help="All documents with this tag"),
-    method: str = typer.Option("qlora", help="qlora (NF4 base) or lora (fp32 base)"),
+    method: str = METHOD,
     base_precision: str | None = BASE_PRECISION,
     rank: int = typer.Option(8, help="LoRA rank"),
     alpha: int = typer.Option(16, help="LoRA alpha"),
@@ -222,9 +230,13 @@ def _print_update(name: str, target: str, manifest: dict[str, Any]) -> None:
 
 
 def _training_config(options: dict[str, Any]) -> TrainingConfig:
-    """The training settings among `viz adapters train`'s options (30 steps unless --epochs)."""
+    """The training settings among `viz adapters train`'s options (30 steps unless --epochs;
+    the method and base precision chosen for this machine, printed with the reason)."""
     values = {field: options[field] for field in CONFIG_FIELDS}
     values["held_out_fraction"] = options["held_out"]
+    choice = choose_training(options["method"], options["base_precision"], cuda=cuda_available())
+    values["method"], values["base_precision"] = choice.method, choice.base_precision
+    typer.echo(f"training method: {choice.method} ({choice.reason})", err=True)
     values["target_modules"] = tuple(values["target_modules"])
     if values["steps"] is None and values["epochs"] is None:
         values["steps"] = 30

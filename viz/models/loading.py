@@ -12,6 +12,7 @@ quantisation and bf16 compute, as in the QLoRA paper).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -80,13 +81,26 @@ def ensure_cached(record: BaseModel, models_dir: Path, *, verify: bool = False) 
     if record.source_kind == "hf_folder":
         _check_source_folder(record, folder, models_dir, verify=verify)
         return folder
-    if (folder / CACHE_MANIFEST).is_file():
-        manifest = _read_manifest(folder)
-        if manifest.get("source_sha256") == record.weights_sha256:
-            _check_files(folder, manifest["files"], verify=verify)
-            return folder
-    _convert_gguf(record, folder)
+    if _cached(record, folder, verify=verify):
+        return folder
+    # Two processes (parallel test workers, two `viz` commands) may find no cache at once: the
+    # first converts under an exclusive lock, the second waits and then reads its cache.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _cached(record, folder, verify=verify):
+            _convert_gguf(record, folder)
     return folder
+
+
+def _cached(record: BaseModel, folder: Path, *, verify: bool) -> bool:
+    if not (folder / CACHE_MANIFEST).is_file():
+        return False
+    manifest = _read_manifest(folder)
+    if manifest.get("source_sha256") != record.weights_sha256:
+        return False
+    _check_files(folder, manifest["files"], verify=verify)
+    return True
 
 
 def load_model(
