@@ -84,7 +84,8 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     from viz.models import get_base_model
     from viz.models.loading import ensure_cached
     from viz.store import open_database, session_scope
-    from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
+    from viz.training import TrainingConfig, build_training_set, select_documents
+    from viz.training.recipe import train_from_documents
 
     settings = Settings(home=args.home)
     engine = open_database(settings.database_url_resolved)
@@ -141,15 +142,16 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     v1 = settings.adapters_dir / "papers-v1"
     if not v1.exists():
         print(f"training version 1 on {EARLIER} papers ...", file=sys.stderr, flush=True)
-        train_adapter(
+        train_from_documents(
+            engine,
             name="papers-v1",
             account="bench",
-            base=base,
-            base_folder=folder,
-            training_set=training_set(EARLIER),
+            base=settings.default_base_model,
             config=replace(config, steps=V1_STEPS),
+            blobs_dir=settings.blobs_dir,
+            models_dir=args.models,
             adapters_dir=settings.adapters_dir,
-            tokenizer=tokenizer,
+            document_ids=[d.id for d in sets[EARLIER]],
         )
     with session_scope(engine) as session:
         from viz.training.continual import earlier_documents

@@ -2,13 +2,14 @@
 
     python bench/defences.py          # ~10 min on 2 CPU cores
 
-Builds the world of `tests/test_defences.py` with more of everything (on the real default
-model): a parent `papers` with four honest children, and nine attacks by mallory: backdoors with
-the triggers " cf" and " James Bond" (both in screening's sweep) and " zq" (not in it), copies of
-an honest child with 3% and 10% noise, random untrained adapters at two scales, and children
-trained on corrupted text (words shuffled within sentences; every word replaced at random).
-Then merges the children into `papers`, gated (screening + contribution), and without any gate
-(every child, flagged ones approved by an admin first). Writes bench/results/defences/report.md.
+Builds the world of `tests/test_defences.py` (`bench/defences_world.py`) with more of everything
+(on the real default model): a parent `papers` with four honest children, and nine attacks by
+mallory: backdoors with the triggers " cf" and " James Bond" (both in screening's sweep) and
+" zq" (not in it), copies of an honest child with 3% and 10% noise, random untrained adapters at
+two scales, and children trained on corrupted text (words shuffled within sentences; every word
+replaced at random). Then merges the children into `papers`, gated (screening + contribution),
+and without any gate (every child, flagged ones approved by an admin first).
+Writes bench/results/defences/report.md.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    from tests.test_defences import build_world
+    from bench.defences_world import build_world
     from viz.accounts import create_account, get_account
     from viz.market.catalogue import approve_version, find_version
     from viz.market.merge import MergeRequest, merge_children

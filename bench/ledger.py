@@ -37,7 +37,7 @@ from sqlalchemy import create_engine, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.ledger_world import BASE, build_market  # noqa: E402
+from bench.worlds import BASE, build_market  # noqa: E402
 from viz.ledger import AdapterUse, Usage, reserve, settle, settle_batch, topup, verify_ledger  # noqa: E402
 from viz.store import open_database, session_scope  # noqa: E402
 from viz.store.schema import LedgerTransfer  # noqa: E402

@@ -31,8 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.ledger_world import build_market  # noqa: E402
-from tests.serving_world import make_adapter, register  # noqa: E402
+from bench.worlds import build_market, make_adapter, register  # noqa: E402
 from viz.accounts import create_api_key, get_account  # noqa: E402
 from viz.config import Settings  # noqa: E402
 from viz.ledger import topup  # noqa: E402

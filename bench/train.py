@@ -81,7 +81,7 @@ def child(args: argparse.Namespace, variant: str, home: Path) -> dict:
 
 
 def run_variant(args: argparse.Namespace) -> dict:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from viz.accounts import create_account
     from viz.config import Settings
@@ -89,7 +89,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     from viz.models import estimate_memory, get_base_model, parameter_split
     from viz.models.loading import ensure_cached
     from viz.store import open_database, session_scope
-    from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
+    from viz.training import TrainingConfig
+    from viz.training.recipe import train_from_documents
 
     settings = Settings(home=args.home)
     engine = open_database(settings.database_url_resolved)
@@ -105,20 +106,9 @@ def run_variant(args: argparse.Namespace) -> dict:
             document_bytes_max=10**8,
             documents_max=10,
         )
-        documents = select_documents(session, account, owners=[account])
         base = get_base_model(session, settings.default_base_model)
     cache = REPO / ".viz" / "models"
     folder = ensure_cached(base, cache)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    training_set = build_training_set(
-        documents,
-        settings.blobs_dir,
-        tokenizer,
-        sequence_length=args.sequence_length,
-        overlap=16,
-        held_out_fraction=0.25,
-        context_length=8192,
-    )
     method, precision = VARIANTS[args.variant]
     config = TrainingConfig(
         method=method,
@@ -126,18 +116,21 @@ def run_variant(args: argparse.Namespace) -> dict:
         steps=args.steps,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
+        overlap=16,
+        held_out_fraction=0.25,
         learning_rate=1e-3,
         checkpoint_every=args.steps,
     )
-    result = train_adapter(
+    result = train_from_documents(
+        engine,
         name=f"bench-{args.variant}",
         account="bench",
-        base=base,
-        base_folder=folder,
-        training_set=training_set,
+        base=settings.default_base_model,
         config=config,
+        blobs_dir=settings.blobs_dir,
+        models_dir=cache,
         adapters_dir=settings.adapters_dir,
-        tokenizer=tokenizer,
+        owners=["bench"],
         show_progress=False,
     )
     metrics = result.manifest["metrics"]

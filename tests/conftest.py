@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests.worlds.catalogue import REPO, qasper_subset
 from viz.store import open_database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,10 +70,6 @@ def _postgres_engine() -> Iterator[Engine]:
 
 
 # --- models -----------------------------------------------------------------------------------
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-QASPER_PAPERS = SHARED / "data" / "qasper-dev" / "papers"
 
 
 @pytest.fixture(scope="session")
@@ -139,38 +136,12 @@ def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Pa
     return folder
 
 
-def add_tiny_base(session, folder: Path, model_id: str = "tiny"):  # type: ignore[no-untyped-def]
-    """Register the tiny model in `folder` as base `model_id` (MIT, provenance unknown)."""
-    from viz.models import add_base_model
-
-    return add_base_model(
-        session, str(folder), model_id=model_id, licence="MIT", provenance_class="unknown"
-    )
-
-
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
     """The shipped all-MiniLM-L6-v2 embedder, loaded once."""
     from viz.rag import load_embedder
 
     return load_embedder()
-
-
-def qasper_subset(folder: Path, split: str, papers: int) -> Path:
-    """A QASPER-format folder with the first `papers` papers (that have questions) of `split`."""
-    import json
-
-    source = SHARED / "data" / split
-    questions = json.loads((source / "questions.json").read_text())
-    chosen = sorted({q["paper_id"] for q in questions})[:papers]
-    (folder / "papers").mkdir(parents=True, exist_ok=True)
-    for paper in chosen:
-        (folder / "papers" / f"{paper}.txt").write_text(
-            (source / "papers" / f"{paper}.txt").read_text()
-        )
-    kept = [q for q in questions if q["paper_id"] in chosen]
-    (folder / "questions.json").write_text(json.dumps(kept))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -184,21 +155,3 @@ def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = TrainingSettings(steps=3, layers=1, max_tokens=64, questions_per_step=2)
     train_cross_encoder(data, out, settings)
     return out
-
-
-def add_papers(session, blobs_dir: Path, owner, papers: list[str], **details) -> list[int]:  # type: ignore[no-untyped-def]
-    """Catalogue QASPER dev papers for `owner` (CC-BY-4.0, Dasigi et al. 2021 unless `details`
-    say otherwise); returns their document ids."""
-    from viz.documents import DocumentInput, add_documents
-
-    details = {"attribution": "Dasigi et al. 2021", **details}
-    added, _ = add_documents(
-        session,
-        blobs_dir,
-        owner,
-        [QASPER_PAPERS / f"{p}.txt" for p in papers],
-        DocumentInput("CC-BY-4.0", **details),
-        document_bytes_max=10**7,
-        documents_max=10,
-    )
-    return [d.id for d in added]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import QASPER_PAPERS
+from tests.worlds.catalogue import QASPER_PAPERS
 from viz.cli import app
 from viz.store import head_revision
 
@@ -257,7 +257,7 @@ def test_models_show_prints_provenance_and_memory(viz) -> None:
 
 
 def test_ledger_tops_up_meters_pays_out_and_verifies(viz, tmp_path) -> None:
-    from tests.ledger_world import add_adapter, add_document
+    from tests.worlds.ledger import add_adapter, add_document
     from viz.models.registry import ensure_builtin_models
     from viz.store import open_database, session_scope
 

@@ -15,24 +15,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import QASPER_PAPERS, add_tiny_base
 from tests.test_training import _viz
+from tests.worlds.catalogue import QASPER_PAPERS, add_tiny_base
 from viz.accounts import create_account, get_account
 from viz.documents import DocumentInput, add_documents, get_document
 from viz.errors import InvalidInput
-from viz.models import get_base_model
 from viz.store import session_scope
-from viz.training import TrainingConfig, build_training_set, select_documents, train_adapter
+from viz.training import TrainingConfig
 from viz.training.adapters import load_adapter, read_manifest
 from viz.training.continual import (
     continual_report,
     continual_start,
     earlier_documents,
     parse_guard,
-    update_adapter,
-    update_config,
 )
 from viz.training.evaluate import perplexity
+from viz.training.recipe import train_from_documents, update_from_documents
 
 PAPERS = sorted(QASPER_PAPERS.glob("*.txt"))
 CONFIG = TrainingConfig(
@@ -75,37 +73,18 @@ class Creator:
     v1: Path
     new_documents: list[int]
 
-    def update(self, guard: str, name: str, **overrides):  # type: ignore[no-untyped-def]
-        chosen = parse_guard(guard, strength=overrides.pop("strength", None))
-        manifest = read_manifest(self.v1)
-        config = update_config(manifest, chosen, **{"steps": 6, **overrides})
-        with session_scope(self.engine) as session:  # type: ignore[arg-type]
-            ai2 = get_account(session, "ai2")
-            earlier = earlier_documents(session, self.blobs, self.tokenizer, self.v1, ai2)
-            documents = select_documents(session, ai2, document_ids=self.new_documents)
-            training_set = build_training_set(
-                documents,
-                self.blobs,
-                self.tokenizer,
-                sequence_length=config.sequence_length,
-                overlap=config.overlap,
-                held_out_fraction=0.5,
-                context_length=2048,
-            )
-            base = get_base_model(session, "tiny")
-            session.expunge(base)
-        return update_adapter(
-            previous=self.v1,
-            earlier=earlier,
-            guard=chosen,
+    def update(self, guard: str, name: str, strength: float | None = None):  # type: ignore[no-untyped-def]
+        return update_from_documents(
+            self.engine,  # type: ignore[arg-type]
+            previous=self.v1.name,
             name=name,
-            account="ai2",
-            base=base,
-            base_folder=self.base_folder,
-            training_set=training_set,
-            config=config,
+            guard=parse_guard(guard, strength=strength),
+            blobs_dir=self.blobs,
+            models_dir=self.adapters.parent / "models",
             adapters_dir=self.adapters,
-            tokenizer=self.tokenizer,
+            document_ids=self.new_documents,
+            steps=6,
+            held_out_fraction=0.5,
             show_progress=False,
         )
 
@@ -120,27 +99,17 @@ def creator(sqlite_engine, tmp_path, tiny_model_folder, tokenizer) -> Creator:  
         added, _ = add_documents(session, blobs, ai2, PAPERS[:3], DocumentInput("MIT"), **limits)
         new, _ = add_documents(session, blobs, ai2, PAPERS[3:5], DocumentInput("MIT"), **limits)
         add_tiny_base(session, tiny_model_folder)
-        training_set = build_training_set(
-            added,
-            blobs,
-            tokenizer,
-            sequence_length=32,
-            overlap=4,
-            held_out_fraction=0.34,
-            context_length=2048,
-        )
-        base = get_base_model(session, "tiny")
-        session.expunge(base)
-        new_ids = [d.id for d in new]
-    v1 = train_adapter(
+        added_ids, new_ids = [d.id for d in added], [d.id for d in new]
+    v1 = train_from_documents(
+        sqlite_engine,
         name="papers",
         account="ai2",
-        base=base,
-        base_folder=tiny_model_folder,
-        training_set=training_set,
+        base="tiny",
         config=CONFIG,
+        blobs_dir=blobs,
+        models_dir=tmp_path / "models",
         adapters_dir=tmp_path / "adapters",
-        tokenizer=tokenizer,
+        document_ids=added_ids,
         show_progress=False,
     ).folder
     return Creator(

@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 import viz.errors
-from tests.conftest import REPO
+from tests.worlds.catalogue import REPO
 from viz.cli import app
 from viz.config import Settings
 

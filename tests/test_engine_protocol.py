@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_tiny_base
-from tests.serving_world import make_adapter
+from tests.worlds.catalogue import add_tiny_base
+from tests.worlds.serving import make_adapter
 from viz.config import Settings
 from viz.errors import InvalidInput
 from viz.models.generate import GenerationSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import SHARED, qasper_subset
+from tests.worlds.catalogue import SHARED, qasper_subset
 from viz.cli import app
 from viz.errors import InvalidInput
 from viz.eval.routing import english_texts, plan_hierarchy, subdomain_of

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
-from tests.ledger_world import BASE, add_adapter, build_market
+from tests.worlds.ledger import BASE, add_adapter, build_market
 from viz.errors import (
     Conflict,
     InvalidInput,
@@ -55,7 +55,7 @@ FEE = 1000  # 10%
 
 @pytest.fixture
 def market(engine: Engine) -> tuple[Engine, int]:
-    """The ledger_world market with bob topped up by 1,000,000 micro-units."""
+    """The tests/worlds/ledger.py market with bob topped up by 1,000,000 micro-units."""
     document_id = build_market(engine)
     with session_scope(engine) as session:
         topup(session, "bob", 1_000_000, transfer_id="bob-first")

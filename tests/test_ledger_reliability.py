@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from tests.conftest import REPO
 from tests.ledger_worker import FEE_BPS, crash_usage
-from tests.ledger_world import BASE, build_market
+from tests.worlds.catalogue import REPO
+from tests.worlds.ledger import BASE, build_market
 from viz.errors import VizError
 from viz.ledger import (
     AdapterUse,

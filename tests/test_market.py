@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from sqlalchemy import func, select
 
-from tests.conftest import add_tiny_base
+from tests.worlds.catalogue import add_tiny_base
+from tests.worlds.catalogue import make_tiny_adapter as make_adapter
 from viz.accounts import create_account
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
 from viz.log.store import (
@@ -36,24 +37,6 @@ from viz.market.hierarchy import PARENT_DEPTH_MAX, ancestors
 from viz.models import add_base_model
 from viz.store import session_scope
 from viz.store.schema import Account, Adapter, AdapterVersion, LogEntry
-
-
-def make_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int = 4) -> Path:
-    """A plain PEFT LoRA adapter, made the way anyone would outside Viz."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_folder)
-    model = get_peft_model(
-        model, LoraConfig(r=rank, lora_alpha=8, target_modules=["q_proj", "v_proj"])
-    )
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.02)
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture
@@ -353,9 +336,9 @@ def _account(session, name):  # type: ignore[no-untyped-def]
 
 
 def test_a_document_is_listed_by_its_owner_with_a_price_per_citation(market) -> None:
-    from tests.conftest import QASPER_PAPERS
+    from tests.worlds.catalogue import QASPER_PAPERS
     from viz.documents import DocumentInput, add_documents
-    from viz.market.catalogue import list_document
+    from viz.market.listings import list_document
 
     papers = sorted(QASPER_PAPERS.glob("*.txt"))[:2]
     with session_scope(market["engine"]) as session:

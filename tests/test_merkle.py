@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.worlds.catalogue import SHARED
 from viz.errors import InvalidInput
 from viz.log import (
     EMPTY_ROOT,

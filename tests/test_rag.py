@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import QASPER_PAPERS, SHARED
+from tests.worlds.catalogue import QASPER_PAPERS, SHARED
 from viz.errors import InvalidInput
 from viz.rag import chunk_by_characters, chunk_by_tokens
 

@@ -11,14 +11,14 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import add_papers
-from tests.ledger_world import build_market
-from tests.serving_world import run_server
+from tests.worlds.catalogue import add_papers
+from tests.worlds.ledger import build_market
+from tests.worlds.serving import run_server
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import NotFound
 from viz.ledger import balances, topup
-from viz.market.catalogue import list_document
+from viz.market.listings import list_document
 from viz.rag.ingest import Selection, index_catalogue
 from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent

@@ -8,7 +8,7 @@ import json
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import QASPER_PAPERS, add_papers, qasper_subset
+from tests.worlds.catalogue import QASPER_PAPERS, add_papers, qasper_subset
 from viz.config import Settings
 from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from viz.rag.answer import (

@@ -16,8 +16,8 @@ import torch
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.conftest import add_papers
-from tests.serving_world import make_adapter, register, run_server
+from tests.worlds.catalogue import add_papers
+from tests.worlds.serving import make_adapter, register, run_server
 from viz.accounts import create_account, create_api_key, get_account
 from viz.cli import app
 from viz.config import Settings

@@ -13,8 +13,8 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from tests.ledger_world import build_market
-from tests.serving_world import make_adapter, register, run_server
+from tests.worlds.ledger import build_market
+from tests.worlds.serving import make_adapter, register, run_server
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import InvalidInput
@@ -158,7 +158,7 @@ def api(tmp_path_factory, adapters, models_dir) -> Iterator[Api]:  # type: ignor
     (home / "models").symlink_to(models_dir, target_is_directory=True)
     settings = Settings(home=home, serve_queue_max=8)
     database = open_database(settings.database_url_resolved)
-    build_market(database)  # ada, bob, carol, dan; ledger_world's adapters are not servable
+    build_market(database)  # ada, bob, carol, dan; the ledger world's adapters are not servable
     keys = {}
     with session_scope(database) as session:
         session.execute(AdapterVersion.__table__.update().values(status="rejected"))

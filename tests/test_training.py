@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import QASPER_PAPERS
+from tests.worlds.catalogue import QASPER_PAPERS
 from viz.accounts import create_account
 from viz.documents import DocumentInput, add_documents
 from viz.errors import Forbidden, InvalidInput

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import add_tiny_base
-from tests.serving_world import run_server
+from tests.worlds.catalogue import add_tiny_base
+from tests.worlds.serving import run_server
 from viz.accounts import create_account
 from viz.config import Settings
 from viz.ledger import topup
@@ -114,7 +114,7 @@ def publish(site, folder: Path, name: str) -> None:  # type: ignore[no-untyped-d
 
 @pytest.fixture(scope="module")
 def published(site, tiny_model_folder, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
-    from tests.test_market import make_adapter
+    from tests.worlds.catalogue import make_tiny_adapter as make_adapter
 
     folder = make_adapter(
         tiny_model_folder, tmp_path_factory.mktemp("cleo") / "river-poems", seed=3
@@ -137,7 +137,7 @@ def fill_publish_form(page, weights: Path, folder: Path, name: str, price: int) 
 def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
     browser, site, tiny_model_folder, tmp_path
 ) -> None:
-    from tests.test_market import make_adapter
+    from tests.worlds.catalogue import make_tiny_adapter as make_adapter
 
     folder = make_adapter(tiny_model_folder, tmp_path / "river-songs", seed=5)
     page = visitor(browser, site)
@@ -169,7 +169,7 @@ def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
 def test_a_pickle_uploaded_as_weights_is_refused_and_nothing_is_stored(
     browser, site, tiny_model_folder, tmp_path
 ) -> None:
-    from tests.test_market import make_adapter
+    from tests.worlds.catalogue import make_tiny_adapter as make_adapter
 
     folder = make_adapter(tiny_model_folder, tmp_path / "sneaky", seed=6)
     pickle = tmp_path / "adapter_model.safetensors"

@@ -4,41 +4,82 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from viz.accounts import get_account
 from viz.cli._context import session, state, table
-from viz.errors import InvalidInput
 from viz.models import get_base_model
 from viz.models.loading import ensure_cached, load_folder
 from viz.models.precision import choose_training, cuda_available
-from viz.training import (
-    TrainingConfig,
-    build_training_set,
-    general_windows,
-    model_context_length,
-    select_documents,
-    train_adapter,
-)
+from viz.training import TrainingConfig, general_windows, select_documents
 from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
-from viz.training.continual import (
-    DEFAULT_GUARD,
-    continual_report,
-    earlier_documents,
-    parse_guard,
-    update_adapter,
-    update_config,
-)
+from viz.training.continual import DEFAULT_GUARD, continual_report, parse_guard
 from viz.training.dataset import TrainingSet, tokenise_document
-from viz.training.distributed import launch
 from viz.training.evaluate import perplexities
-from viz.training.trainer import TrainingResult
-from viz.training.transfer import TRANSFERS, transfer_start
+from viz.training.recipe import load_tokenizer, train_from_documents, update_from_documents
 
 app = typer.Typer(
     help="Adapters: train on your documents, update them, evaluate, list.\n\n"
     "Example: viz adapters train --name qasper-nlp --account ai2 --tag nlp"
+)
+
+
+# `viz adapters train`'s options that are TrainingConfig fields of the same name
+CONFIG_FIELDS = [
+    "method",
+    "base_precision",
+    "rank",
+    "alpha",
+    "dropout",
+    "target_modules",
+    "learning_rate",
+    "steps",
+    "epochs",
+    "batch_size",
+    "sequence_length",
+    "overlap",
+    "seed",
+    "checkpoint_every",
+    "optimizer",
+]
+
+# The longer options of `viz adapters train`.
+METHOD = typer.Option(
+    "auto",
+    help="auto (qlora on CUDA and on CPUs with native bf16, else lora on fp32), qlora (NF4 "
+    "base) or lora (fp32 base)",
+)
+BASE_PRECISION = typer.Option(
+    None,
+    help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora), or auto (lora: "
+    "bf16 where the CPU has it natively, else fp32)",
+)
+TARGET_MODULES = typer.Option(
+    ["all-linear"], "--target-module", help="Layers to adapt (repeatable)"
+)
+HELD_OUT = typer.Option(
+    0.25, help="Fraction of documents held out for evaluation (0: none, no evaluation)"
+)
+OPTIMIZER = typer.Option(
+    "auto", help="auto | adamw | paged_adamw_8bit | paged_adamw_32bit (paged needs CUDA)"
+)
+FROM_PARENT = typer.Option(
+    [],
+    "--from-parent",
+    help="Parent chain to start from: local adapter names, most general first (repeatable)",
+)
+TRANSFER = typer.Option(
+    None,
+    help="With --from-parent: init (default, measured best: a copy of the parent, served "
+    "alone), on-top (trained on the merged chain, served after it) or distil (KL to the "
+    "chain, served alone)",
+)
+NPROC = typer.Option(
+    1,
+    help="Training processes (torchrun + DDP: gloo on CPU, nccl "
+    "on CUDA); the batch is split between them",
 )
 
 
@@ -51,54 +92,27 @@ def train(
     documents: list[int] = typer.Option([], "--documents", "-d", help="Document id (repeat)"),
     owner: list[str] = typer.Option([], help="All documents of this account (repeatable)"),
     tag: list[str] = typer.Option([], "--tag", "-t", help="All documents with this tag"),
-    method: str = typer.Option(
-        "auto",
-        help="auto (qlora on CUDA and on CPUs with native bf16, else lora on fp32), qlora (NF4 "
-        "base) or lora (fp32 base)",
-    ),
-    base_precision: str | None = typer.Option(
-        None,
-        help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora), or auto (lora: "
-        "bf16 where the CPU has it natively, else fp32)",
-    ),
+    method: str = METHOD,
+    base_precision: str | None = BASE_PRECISION,
     rank: int = typer.Option(8, help="LoRA rank"),
     alpha: int = typer.Option(16, help="LoRA alpha"),
     dropout: float = typer.Option(0.05, help="LoRA dropout"),
-    target_modules: list[str] = typer.Option(
-        ["all-linear"], "--target-module", help="Layers to adapt (repeatable)"
-    ),
+    target_modules: list[str] = TARGET_MODULES,
     learning_rate: float = typer.Option(1e-3, help="AdamW learning rate"),
     steps: int | None = typer.Option(None, help="Optimizer steps (default 30 unless --epochs)"),
     epochs: float | None = typer.Option(None, help="Passes over the training windows"),
     batch_size: int = typer.Option(4, help="Windows per step"),
     sequence_length: int = typer.Option(128, help="Tokens per window"),
     overlap: int = typer.Option(16, help="Tokens shared by consecutive windows"),
-    held_out: float = typer.Option(
-        0.25, help="Fraction of documents held out for evaluation (0: none, no evaluation)"
-    ),
+    held_out: float = HELD_OUT,
     seed: int = typer.Option(0, help="Random seed (same seed, same adapter)"),
     checkpoint_every: int = typer.Option(10, help="Save a resumable checkpoint every N steps"),
-    optimizer: str = typer.Option(
-        "auto", help="auto | adamw | paged_adamw_8bit | paged_adamw_32bit (paged needs CUDA)"
-    ),
+    optimizer: str = OPTIMIZER,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
-    from_parent: list[str] = typer.Option(
-        [],
-        "--from-parent",
-        help="Parent chain to start from: local adapter names, most general first (repeatable)",
-    ),
-    transfer: str | None = typer.Option(
-        None,
-        help="With --from-parent: init (default, measured best: a copy of the parent, served "
-        "alone), on-top (trained on the merged chain, served after it) or distil (KL to the "
-        "chain, served alone)",
-    ),
+    from_parent: list[str] = FROM_PARENT,
+    transfer: str | None = TRANSFER,
     distil_strength: float = typer.Option(1.0, help="Weight of the distillation loss"),
-    nproc: int = typer.Option(
-        1,
-        help="Training processes (torchrun + DDP: gloo on CPU, nccl "
-        "on CUDA); the batch is split between them",
-    ),
+    nproc: int = NPROC,
 ) -> None:
     """Train an adapter on documents you own whose ai_training permission is allowed.
 
@@ -110,79 +124,25 @@ def train(
     --from-parent english --from-parent qasper-nlp --transfer init
     """
     settings = state(context).settings
-    if transfer is not None and not from_parent:
-        raise InvalidInput(f"--transfer {transfer} needs the parent: add --from-parent NAME")
-    kind = (transfer or "init") if from_parent else "scratch"
-    if kind not in TRANSFERS:
-        raise InvalidInput(f"--transfer {kind!r} is not one of {', '.join(TRANSFERS[1:])}")
-    chain = [adapter_folder(settings.adapters_dir, parent) for parent in from_parent]
-    if from_parent and nproc > 1:
-        raise InvalidInput("--from-parent trains in one process; drop --nproc")
-    choice = choose_training(method, base_precision, cuda=cuda_available())
-    method, base_precision = choice.method, choice.base_precision
-    typer.echo(f"training method: {method} ({choice.reason})", err=True)
-    config = TrainingConfig(
-        method=method,
-        base_precision=base_precision,
-        rank=rank,
-        alpha=alpha,
-        dropout=dropout,
-        target_modules=tuple(target_modules),
-        learning_rate=learning_rate,
-        steps=steps if steps is not None or epochs is not None else 30,
-        epochs=epochs,
-        batch_size=batch_size,
-        sequence_length=sequence_length,
-        overlap=overlap,
-        held_out_fraction=held_out,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        optimizer=optimizer,
-    )
-    config.check()
-    with session(context) as database:
-        trainer = get_account(database, account)
-        owners = [get_account(database, name) for name in owner]
-        chosen = select_documents(
-            database, trainer, document_ids=documents, owners=owners, tags=tag
-        )
-        record = get_base_model(database, base or settings.default_base_model)
-    folder = ensure_cached(record, settings.models_dir)
-    tokenizer = _tokenizer(folder)
-    training_set = build_training_set(
-        chosen,
-        settings.blobs_dir,
-        tokenizer,
-        sequence_length=sequence_length,
-        overlap=overlap,
-        held_out_fraction=held_out,
-        context_length=model_context_length(folder),
-    )
-    typer.echo(
-        f"training {name} ({method}) on {len(training_set.train)} document(s), "
-        f"{len(training_set.train_windows())} windows; holding out "
-        f"{len(training_set.held_out)} document(s)",
-        err=True,
-    )
-    arguments = dict(
+    result = train_from_documents(
+        state(context).engine(),
         name=name,
         account=account,
-        base=record,
-        base_folder=folder,
-        training_set=training_set,
-        config=config,
+        base=base or settings.default_base_model,
+        config=_training_config(context.params),
+        blobs_dir=settings.blobs_dir,
+        models_dir=settings.models_dir,
         adapters_dir=settings.adapters_dir,
+        document_ids=documents,
+        owners=owner,
+        tags=tag,
+        parents=from_parent,
+        transfer=transfer,
+        distil_strength=distil_strength,
+        nproc=nproc,
         resume=resume,
+        say=_note,
     )
-    start = transfer_start(
-        kind, chain, base_folder=folder, precision=config.precision, strength=distil_strength
-    )
-    if nproc > 1:
-        launch(nproc=nproc, **arguments)  # type: ignore[arg-type]
-        manifest = read_manifest(adapter_folder(settings.adapters_dir, name))
-        result = TrainingResult(settings.adapters_dir / name, manifest)
-    else:
-        result = train_adapter(tokenizer=tokenizer, start=start, **arguments)  # type: ignore[arg-type]
     note = result.manifest["run"].get("optimizer_note")
     if note:
         typer.echo(f"note: {note}", err=True)
@@ -225,82 +185,62 @@ def update(
     Example: viz adapters update qasper-nlp --documents 7 --guard replay --steps 30
     """
     settings = state(context).settings
-    previous = adapter_folder(settings.adapters_dir, name)
-    manifest = read_manifest(previous)
     chosen_guard = parse_guard(guard, strength=strength, replay_ratio=replay_ratio)
     target = output or _next_name(settings.adapters_dir, name)
-    config = update_config(
-        manifest,
-        chosen_guard,
+    result = update_from_documents(
+        state(context).engine(),
+        previous=name,
+        name=target,
+        guard=chosen_guard,
+        blobs_dir=settings.blobs_dir,
+        models_dir=settings.models_dir,
+        adapters_dir=settings.adapters_dir,
+        document_ids=documents,
+        tags=tag,
         steps=steps,
         batch_size=batch_size,
         learning_rate=learning_rate,
         held_out_fraction=held_out,
         seed=seed,
-    )
-    config.check()
-    with session(context) as database:
-        trainer = get_account(database, manifest["creator"])
-        chosen = select_documents(database, trainer, document_ids=documents, tags=tag)
-        record = get_base_model(database, manifest["base"]["id"])
-        base_folder = ensure_cached(record, settings.models_dir)
-        tokenizer = _tokenizer(base_folder)
-        earlier = earlier_documents(database, settings.blobs_dir, tokenizer, previous, trainer)
-    old = set(earlier.documents)
-    if old & {d.id for d in chosen}:
-        typer.echo(
-            f"note: document(s) {sorted(old & {d.id for d in chosen})} were already in "
-            f"{name}'s documents; their gain is not a new domain's",
-            err=True,
-        )
-    training_set = build_training_set(
-        chosen,
-        settings.blobs_dir,
-        tokenizer,
-        sequence_length=config.sequence_length,
-        overlap=config.overlap,
-        held_out_fraction=held_out,
-        context_length=model_context_length(base_folder),
-    )
-    for skipped in earlier.skipped:
-        typer.echo(f"note: not replayed: {skipped}", err=True)
-    typer.echo(
-        f"updating {name} -> {target} with guard {chosen_guard.name} on "
-        f"{len(training_set.train)} new document(s); earlier: {len(earlier.documents)} "
-        "document(s)",
-        err=True,
-    )
-    result = update_adapter(
-        previous=previous,
-        earlier=earlier,
-        guard=chosen_guard,
-        name=target,
-        account=manifest["creator"],
-        base=record,
-        base_folder=base_folder,
-        training_set=training_set,
-        config=config,
-        adapters_dir=settings.adapters_dir,
-        tokenizer=tokenizer,
         resume=resume,
+        say=_note,
     )
-    report = continual_report(result.manifest)
+    _print_update(name, target, result.manifest)
+    typer.echo(f"adapter written to {result.folder}")
+
+
+def _print_update(name: str, target: str, manifest: dict[str, Any]) -> None:
+    """Forgetting and gain: perplexities of the previous version and the new one."""
+    report = continual_report(manifest)
     rows = [
         [
-            f"earlier documents ({result.manifest['start']['forgetting_measured_on']})",
+            f"earlier documents ({manifest['start']['forgetting_measured_on']})",
             f"{report.earlier_before:.3f}",
             f"{report.earlier_after:.3f}",
             f"forgetting {report.forgetting:+.1%}",
         ],
         [
-            f"new documents ({result.manifest['start']['gain_measured_on']})",
+            f"new documents ({manifest['start']['gain_measured_on']})",
             f"{report.new_before:.3f}",
             f"{report.new_after:.3f}",
             f"gain {report.gain:+.1%}",
         ],
     ]
     typer.echo(table(rows, ["perplexity on", name, target, "change"]))
-    typer.echo(f"adapter written to {result.folder}")
+
+
+def _training_config(options: dict[str, Any]) -> TrainingConfig:
+    """The training settings among `viz adapters train`'s options (30 steps unless --epochs;
+    the method and base precision chosen for this machine, printed with the reason)."""
+    values = {field: options[field] for field in CONFIG_FIELDS}
+    values["held_out_fraction"] = options["held_out"]
+    choice = choose_training(options["method"], options["base_precision"], cuda=cuda_available())
+    values["method"], values["base_precision"] = choice.method, choice.base_precision
+    typer.echo(f"training method: {choice.method} ({choice.reason})", err=True)
+    values["target_modules"] = tuple(values["target_modules"])
+    if values["steps"] is None and values["epochs"] is None:
+        values["steps"] = 30
+    return TrainingConfig(**values)
 
 
 def _next_name(adapters_dir: Path, name: str) -> str:
@@ -333,7 +273,7 @@ def eval_(
         trainer = get_account(database, manifest["creator"])
         chosen = select_documents(database, trainer, document_ids=ids)
     base_folder = ensure_cached(record, settings.models_dir)
-    tokenizer = _tokenizer(base_folder)
+    tokenizer = load_tokenizer(base_folder)
     length = manifest["hyperparameters"]["sequence_length"]
     overlap = manifest["hyperparameters"]["overlap"]
     evaluation = TrainingSet(
@@ -407,8 +347,5 @@ def _print_metrics(metrics: dict[str, float]) -> None:
     typer.echo(table(rows, ["perplexity on", "base", "base+adapter", "adapter / base"]))
 
 
-def _tokenizer(folder):  # type: ignore[no-untyped-def]
-    # deferred: transformers is heavy
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(folder)
+def _note(message: str) -> None:
+    typer.echo(message, err=True)

@@ -117,6 +117,9 @@ def routing(
 
     Example: viz --home .viz-routing eval routing --out bench/results/routing
     """
+    # deferred: the eval modules would add ~0.3 s to every viz command
+    from viz.api import load_embedder_cached
+
     settings = state(context).settings
     for folder in (train, data):
         if not (folder / "questions.json").is_file():
@@ -127,12 +130,13 @@ def routing(
     )
     say = lambda text: typer.echo(text, err=True)  # noqa: E731
     if build:
-        build_hierarchy(settings, plan, steps=steps, say=say)
+        build_hierarchy(settings, plan, embedder=load_embedder_cached(), steps=steps, say=say)
     folder = out or settings.home / "eval" / "routing"
     results = evaluate_routing(
         settings,
         plan,
         folder,
+        embedder=load_embedder_cached(),
         quality_questions=quality_questions,
         max_tokens=max_tokens,
         seed=seed,

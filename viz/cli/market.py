@@ -15,18 +15,18 @@ from viz.market.catalogue import (
     approve_version,
     find_version,
     get_adapter,
-    list_document,
-    publish_adapter,
     restore_version,
     search_adapters,
     takedown_version,
 )
 from viz.market.hierarchy import ancestors, manifest_of
+from viz.market.listings import list_document
 from viz.market.merge import MIN_CONTRIBUTION, MergeOutcome, MergeRequest, merge_children
 from viz.models import get_base_model
 from viz.models.loading import ensure_cached
 from viz.routing.hierarchy import adapter_tree, render_tree
 from viz.routing.profiles import build_profile
+from viz.routing.publish import publish_with_profile
 from viz.store.schema import Document
 from viz.training import select_documents
 from viz.training.dataset import tokenise_document
@@ -78,11 +78,16 @@ def publish(
     )
     with session(context) as database:
         owner = get_account(database, account)
-        published, report = publish_adapter(
-            database, settings.blobs_dir, settings.models_dir, folder, request, owner=owner
+        published, report = publish_with_profile(
+            database,
+            settings.blobs_dir,
+            settings.models_dir,
+            folder,
+            request,
+            owner=owner,
+            embedder=load_embedder_cached(),
         )
         _print_report(json.loads(report.to_json()))
-        build_profile(database, published, settings.blobs_dir, load_embedder_cached())
         typer.echo(f"domain profile: {published.profile_source}")
         typer.echo(f"published {name}@{version}: {published.status}")
 

@@ -15,11 +15,11 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, defer, selectinload
 
-from viz.documents import get_document
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
 from viz.licences import normalise_licence
 from viz.log.store import append_entry
@@ -32,7 +32,13 @@ from viz.market.hierarchy import (
     training_document_hashes,
     visible_clause,
 )
-from viz.market.screening import CatalogueEntry, ScreeningLimits, ScreeningReport, screen_upload
+from viz.market.screening import (
+    CatalogueEntry,
+    ScreeningLimits,
+    ScreeningReport,
+    Upload,
+    screen_upload,
+)
 from viz.models.loading import ensure_cached
 from viz.models.registry import get_base_model
 from viz.store.blobs import put_blob
@@ -41,15 +47,14 @@ from viz.store.schema import (
     Adapter,
     AdapterTag,
     AdapterVersion,
+    BaseModel,
     Document,
-    DocumentListing,
     Takedown,
     utc_now,
 )
 
 __all__ = [
     "PublishRequest",
-    "list_document",
     "approve_version",
     "find_version",
     "get_adapter",
@@ -104,21 +109,7 @@ def publish_adapter(
     adapter = session.scalar(select(Adapter).where(Adapter.name == request.name))
     parent = _resolve_parent(session, request.name, request.parent, adapter, base.id)
     if adapter is not None:
-        if adapter.owner_id != owner.id:
-            raise Forbidden(
-                f"adapter {request.name!r} belongs to {adapter.owner.name}; "
-                "publish under another name"
-            )
-        if adapter.base_id != base.id:
-            raise InvalidInput(
-                f"adapter {request.name!r} is on base {adapter.base_id}, not "
-                f"{base.id}; publish it under another name"
-            )
-        if any(v.version == request.version for v in adapter.versions):
-            raise Conflict(
-                f"{request.name}@{request.version} is already published and "
-                "versions are immutable; bump the version (e.g. 1.0.1)"
-            )
+        _check_new_version(adapter, request, owner, base.id)
     report, upload = screen_upload(
         folder,
         base_id=base.id,
@@ -130,9 +121,7 @@ def publish_adapter(
     )
     if report.status == "rejected":
         raise InvalidInput(f"upload refused, nothing stored: {'; '.join(report.problems())}")
-    weights = folder / "adapter_model.safetensors"
-    weights_sha256, _ = put_blob(blobs_dir, weights.read_bytes())
-    put_blob(blobs_dir, (folder / "adapter_config.json").read_bytes())
+    version = _store_version(session, blobs_dir, folder, request, licence, report, upload)
     if adapter is None:
         adapter = Adapter(
             name=request.name,
@@ -144,9 +133,48 @@ def publish_adapter(
         )
         session.add(adapter)
     adapter.parent = parent
+    version.adapter = adapter
+    session.add(version)
+    session.flush()
+    append_entry(session, "publish", _publish_entry(version, owner, base, parent, report))
+    return version, report
+
+
+def _check_new_version(
+    adapter: Adapter, request: PublishRequest, owner: Account, base_id: str
+) -> None:
+    """A new version of an existing adapter: its owner's, on its base, not yet published."""
+    if adapter.owner_id != owner.id:
+        raise Forbidden(
+            f"adapter {request.name!r} belongs to {adapter.owner.name}; publish under another name"
+        )
+    if adapter.base_id != base_id:
+        raise InvalidInput(
+            f"adapter {request.name!r} is on base {adapter.base_id}, not "
+            f"{base_id}; publish it under another name"
+        )
+    if any(v.version == request.version for v in adapter.versions):
+        raise Conflict(
+            f"{request.name}@{request.version} is already published and "
+            "versions are immutable; bump the version (e.g. 1.0.1)"
+        )
+
+
+def _store_version(
+    session: Session,
+    blobs_dir: Path,
+    folder: Path,
+    request: PublishRequest,
+    licence: str,
+    report: ScreeningReport,
+    upload: Upload,
+) -> AdapterVersion:
+    """The weights and config stored as blobs; the version row (not yet added)."""
+    weights = folder / "adapter_model.safetensors"
+    weights_sha256, _ = put_blob(blobs_dir, weights.read_bytes())
+    put_blob(blobs_dir, (folder / "adapter_config.json").read_bytes())
     card = folder / "README.md"
-    version = AdapterVersion(
-        adapter=adapter,
+    return AdapterVersion(
         version=request.version,
         licence=licence,
         price_in_micro=request.price_in_micro,
@@ -162,73 +190,30 @@ def publish_adapter(
         sketch=upload.sketch,
         screening_json=report.to_json(),
     )
-    session.add(version)
-    session.flush()
-    append_entry(
-        session,
-        "publish",
-        {
-            "adapter": request.name,
-            "version": request.version,
-            "creator": owner.name,
-            "base": base.id,
-            "base_weights_sha256": base.weights_sha256,
-            "weights_sha256": weights_sha256,
-            "licence": licence,
-            "price_in_micro": request.price_in_micro,
-            "price_out_micro": request.price_out_micro,
-            "parent": parent.name if parent else None,
-            "status": report.status,
-            "screening": [[c.stage, c.outcome] for c in report.checks],
-        },
-    )
-    return version, report
 
 
-def list_document(
-    session: Session, document_id: int, *, price_per_citation_micro: int, by: Account
-) -> DocumentListing:
-    """Offer a document for RAG at a price per citation (its owner only; re-listing re-prices).
-
-    Raises:
-        Forbidden: `by` does not own the document, or its ai_inference is notAllowed.
-        InvalidInput: a negative or absurd price.
-    """
-    document = get_document(session, document_id)
-    if document.owner_id != by.id:
-        raise Forbidden(
-            f"document {document_id} belongs to {document.owner.name}; only its owner can list it"
-        )
-    if document.ai_inference != "allowed":
-        raise Forbidden(
-            f"document {document_id} has ai_inference notAllowed, so it cannot be "
-            "retrieved or cited; it cannot be listed"
-        )
-    if not 0 <= price_per_citation_micro <= PRICE_MAX_MICRO:
-        raise InvalidInput(
-            f"price per citation {price_per_citation_micro} must be "
-            f"0..{PRICE_MAX_MICRO} micro-units"
-        )
-    listing = session.scalar(
-        select(DocumentListing).where(DocumentListing.document_id == document_id)
-    )
-    if listing is None:
-        listing = DocumentListing(document_id=document_id)
-        session.add(listing)
-    listing.price_per_citation_micro = price_per_citation_micro
-    session.flush()
-    append_entry(
-        session,
-        "list_document",
-        {
-            "document": document_id,
-            "sha256": document.sha256,
-            "licence": document.licence,
-            "owner": by.name,
-            "price_per_citation_micro": price_per_citation_micro,
-        },
-    )
-    return listing
+def _publish_entry(
+    version: AdapterVersion,
+    owner: Account,
+    base: BaseModel,
+    parent: Adapter | None,
+    report: ScreeningReport,
+) -> dict[str, Any]:
+    """The public log's record of a publish."""
+    return {
+        "adapter": version.adapter.name,
+        "version": version.version,
+        "creator": owner.name,
+        "base": base.id,
+        "base_weights_sha256": base.weights_sha256,
+        "weights_sha256": version.weights_sha256,
+        "licence": version.licence,
+        "price_in_micro": version.price_in_micro,
+        "price_out_micro": version.price_out_micro,
+        "parent": parent.name if parent else None,
+        "status": report.status,
+        "screening": [[c.stage, c.outcome] for c in report.checks],
+    }
 
 
 def get_adapter(session: Session, name: str) -> Adapter:

@@ -1,4 +1,8 @@
-"""Adapters from documents: LoRA / QLoRA training with provenance manifests and evaluation."""
+"""Adapters from documents: LoRA / QLoRA training with provenance manifests and evaluation.
+
+`train_from_documents` (and `update_from_documents` for a new version) is the one recipe from
+catalogued documents to a trained adapter folder; the other names are its steps.
+"""
 
 from viz.training.config import METHODS, TrainingConfig, check_adapter_name
 from viz.training.dataset import (
@@ -10,6 +14,7 @@ from viz.training.dataset import (
 )
 from viz.training.evaluate import general_windows, perplexity
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
+from viz.training.recipe import train_from_documents, update_from_documents
 from viz.training.trainer import TrainingResult, batch_indexes, train_adapter
 
 __all__ = [
@@ -28,5 +33,7 @@ __all__ = [
     "perplexity",
     "select_documents",
     "train_adapter",
+    "train_from_documents",
+    "update_from_documents",
     "windows",
 ]

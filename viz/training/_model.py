@@ -38,7 +38,7 @@ def prepare_model(
     Gradient checkpointing is on for both, as in QLoRA. The LoRA weights are initialised from
     `seed`, so two runs with the same seed start from the same adapter.
     """
-    # deferred: torch and peft are heavy
+    # deferred: peft, torch are heavy
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 

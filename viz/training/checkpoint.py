@@ -46,7 +46,7 @@ def save_checkpoint(
     folder: Path, step: int, model: Any, optimizer: Any, extra: dict[str, Any]
 ) -> Path:
     """Write checkpoint `step` under `folder` and drop all but the newest few."""
-    # deferred: torch, peft and safetensors.torch are heavy
+    # deferred: peft, safetensors, torch are heavy
     import torch
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
@@ -77,7 +77,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def load_checkpoint(checkpoint: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Restore adapter, optimizer and random state from `checkpoint`; return its state.json."""
-    # deferred: torch, peft and safetensors.torch are heavy
+    # deferred: peft, safetensors, torch are heavy
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file

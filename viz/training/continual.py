@@ -57,6 +57,7 @@ __all__ = [
     "continual_start",
     "earlier_documents",
     "load_lora_weights",
+    "set_lora_weights",
     "parse_guard",
     "update_adapter",
     "update_config",
@@ -233,36 +234,61 @@ def continual_start(
         "forgetting_measured_on": f"earlier {earlier.evaluation_source}",
     }
     evaluations = {"earlier": _spread(earlier.evaluation), "new": _spread(new_evaluation)}
-    anchor: dict[Any, Any] = {}
-
     if guard.penalty == "olora":
         rank = int(manifest["lora"]["r"])
+        return _olora_start(weights, rank, guard.strength, replay, evaluations, record)
+    return _penalty_start(weights, guard, earlier, seed, replay, evaluations, record)
 
-        def initialise(model: Any) -> None:
-            for a, b, old_a, old_b in _lora_pairs(model, weights):
-                with _no_grad():
-                    a[:rank].copy_(old_a)
-                    b[:, :rank].copy_(old_b)
-                    b[:, rank:].zero_()
-                anchor[id(a)] = (old_a.to(a.dtype), old_b.to(b.dtype))
 
-        def orthogonality(model: Any, batch: Any, logits: Any) -> Any:
-            total = 0.0
-            for a, _b, _old_a, _old_b in _lora_pairs(model, weights):
-                total = total + (a[:rank].detach() @ a[rank:].T).pow(2).sum()
-            return guard.strength * total
+def _olora_start(
+    weights: dict[str, Any],
+    rank: int,
+    strength: float,
+    replay: tuple[tuple[int, ...], ...],
+    evaluations: dict[str, Any],
+    record: dict[str, Any],
+) -> Start:
+    """O-LoRA: the previous `rank` ranks kept frozen, new ranks kept orthogonal to them."""
+    anchor: dict[Any, Any] = {}
 
-        def keep_previous(model: Any) -> None:
+    def initialise(model: Any) -> None:
+        for a, b, old_a, old_b in _lora_pairs(model, weights):
             with _no_grad():
-                for a, b, _old_a, _old_b in _lora_pairs(model, weights):
-                    old_a, old_b = anchor[id(a)]
-                    a[:rank].copy_(old_a)
-                    b[:, :rank].copy_(old_b)
+                a[:rank].copy_(old_a)
+                b[:, :rank].copy_(old_b)
+                b[:, rank:].zero_()
+            anchor[id(a)] = (old_a.to(a.dtype), old_b.to(b.dtype))
 
-        return Start(initialise, replay, orthogonality, keep_previous, evaluations, record)
+    def orthogonality(model: Any, batch: Any, logits: Any) -> Any:
+        total = 0.0
+        for a, _b, _old_a, _old_b in _lora_pairs(model, weights):
+            total = total + (a[:rank].detach() @ a[rank:].T).pow(2).sum()
+        return strength * total
+
+    def keep_previous(model: Any) -> None:
+        with _no_grad():
+            for a, b, _old_a, _old_b in _lora_pairs(model, weights):
+                old_a, old_b = anchor[id(a)]
+                a[:rank].copy_(old_a)
+                b[:, :rank].copy_(old_b)
+
+    return Start(initialise, replay, orthogonality, keep_previous, evaluations, record)
+
+
+def _penalty_start(
+    weights: dict[str, Any],
+    guard: Guard,
+    earlier: Earlier,
+    seed: int,
+    replay: tuple[tuple[int, ...], ...],
+    evaluations: dict[str, Any],
+    record: dict[str, Any],
+) -> Start:
+    """The previous weights, then (l2, ewc) a pull back towards them, or (no penalty) none."""
+    anchor: dict[Any, Any] = {}
 
     def load_previous(model: Any) -> None:
-        _set_weights(model, weights)
+        set_lora_weights(model, weights)
         if guard.penalty:
             trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
             anchor["theta"] = {n: p.detach().clone() for n, p in trainable.items()}
@@ -363,7 +389,7 @@ def continual_report(manifest: dict[str, Any]) -> ContinualReport:
 
 def load_lora_weights(folder: Path) -> dict[str, Any]:
     """The LoRA tensors of a PEFT folder (safetensors only; never a pickle)."""
-    # deferred: safetensors.torch is heavy
+    # deferred: safetensors is heavy
     from safetensors.torch import load_file
 
     path = folder / "adapter_model.safetensors"
@@ -372,7 +398,7 @@ def load_lora_weights(folder: Path) -> dict[str, Any]:
     return load_file(path)
 
 
-def _set_weights(model: Any, weights: dict[str, Any]) -> None:
+def set_lora_weights(model: Any, weights: dict[str, Any]) -> None:
     """Load saved LoRA weights into the freshly wrapped model; shapes must match."""
     # deferred: peft is heavy
     from peft import set_peft_model_state_dict

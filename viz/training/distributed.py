@@ -102,7 +102,7 @@ def launch(
 
 def main(job_file: str) -> int:
     """A torchrun worker: join the group, train, leave. Returns the process exit code."""
-    # deferred: torch and transformers are heavy
+    # deferred: torch, transformers are heavy
     import torch
     import torch.distributed as dist
     from transformers import AutoTokenizer

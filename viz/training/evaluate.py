@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from viz.training.dataset import windows
+from viz.training.dataset import windows as token_windows
 
 __all__ = ["general_windows", "perplexity", "perplexities"]
 
@@ -62,4 +62,4 @@ def general_windows(tokenizer: Any, sequence_length: int) -> list[tuple[int, ...
     text = resources.files("viz.training").joinpath("general_sample.txt").read_text()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     length = min(sequence_length, len(ids))
-    return windows(ids, length, length // 4)
+    return token_windows(ids, length, length // 4)

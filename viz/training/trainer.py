@@ -16,16 +16,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from viz.errors import Conflict, Interrupted, InvalidInput
 from viz.store.schema import BaseModel
@@ -40,13 +35,13 @@ from viz.training.config import TrainingConfig, check_adapter_name
 from viz.training.dataset import TrainingSet, fingerprint
 from viz.training.evaluate import general_windows, perplexities, perplexity
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
+from viz.training.ranks import Ranks, current_ranks, stop_requests
 
 __all__ = [
-    "Ranks",
     "Start",
     "TrainingResult",
     "batch_indexes",
-    "current_ranks",
+    "make_optimizer",
     "train_adapter",
 ]
 
@@ -103,9 +98,54 @@ def train_adapter(
         Conflict: the adapter exists, or an interrupted run exists and `resume` is False.
         Interrupted: Ctrl-C; a checkpoint was saved and `resume=True` continues.
     """
-    # deferred: torch is heavy
-    import torch
+    ranks = _check(config, name)
+    final, work = adapters_dir / name, adapters_dir / f".{name}.partial"
+    replay, record = (start.replay, start.record) if start else ((), {})
+    data = fingerprint(training_set, replay)
+    run = _open_run(final, work, name, config, data, record, resume) if ranks.main else {}
+    ranks.barrier()
+    model = _model(base_folder, config, start)
+    optimizer, optimizer_name, note = make_optimizer(model, config.optimizer, config.learning_rate)
+    train = training_set.train_windows() + list(replay)
+    held_out = training_set.held_out_windows()
+    general = general_windows(tokenizer, config.sequence_length)
+    checkpoint = latest_checkpoint(work / "checkpoints") if resume else None
+    progress = _begin(model, optimizer, checkpoint, held_out, general, ranks, start, config.seed)
+    _loop(model, optimizer, train, config, progress, work, name, show_progress, ranks, start)
+    if not ranks.main:
+        ranks.barrier()  # wait for the main process to evaluate and publish
+        return TrainingResult(final, {})
+    run.update(optimizer=optimizer_name, optimizer_note=note, duration_s=progress.elapsed)
+    run.update(device=training_device(), resumed=checkpoint is not None, processes=ranks.world)
+    manifest = build_manifest(
+        name=name,
+        account=account,
+        base=base,
+        config=config,
+        training_set=training_set,
+        lora_config=_lora_config(model),
+        metrics=_metrics(model, progress, held_out, general, config, start),
+        run=run,
+        start=record,
+    )
+    with writing(work, "run the same command with --resume (the last checkpoint is kept)"):
+        published = _publish(model, manifest, work, final)
+    ranks.barrier()
+    return TrainingResult(published, manifest)
 
+
+@dataclass
+class _Progress:
+    """Where a run stands: saved in each checkpoint, so a resumed run continues the same."""
+
+    step: int
+    losses: list[float]
+    before: dict[str, float]
+    elapsed: float
+
+
+def _check(config: TrainingConfig, name: str) -> Ranks:
+    """This process's ranks, once the config, the name and the batch split are checked."""
     config.check()
     check_adapter_name(name)
     ranks = current_ranks()
@@ -114,11 +154,11 @@ def train_adapter(
             f"batch size {config.batch_size} does not split evenly over {ranks.world} "
             "processes; use a multiple of --nproc"
         )
-    final, work = adapters_dir / name, adapters_dir / f".{name}.partial"
-    data = fingerprint(training_set, start.replay if start else ())
-    record = start.record if start else {}
-    run = _open_run(final, work, name, config, data, record, resume) if ranks.main else {}
-    ranks.barrier()
+    return ranks
+
+
+def _model(base_folder: Path, config: TrainingConfig, start: Start | None) -> Any:
+    """The base wrapped with a fresh LoRA, then set up by `start` if any."""
     model = prepare_model(
         base_folder,
         method=config.method,
@@ -131,49 +171,44 @@ def train_adapter(
     )
     if start is not None:
         start.initialise(model)
-    optimizer, optimizer_name, note = make_optimizer(model, config.optimizer, config.learning_rate)
-    train = training_set.train_windows() + list(start.replay if start else ())
-    held_out = training_set.held_out_windows()
-    general = general_windows(tokenizer, config.sequence_length)
-    total_steps = config.steps or math.ceil(config.epochs * len(train) / config.batch_size)  # type: ignore[operator]
+    return model
 
-    checkpoint = latest_checkpoint(work / "checkpoints") if resume else None
+
+def _begin(
+    model: Any,
+    optimizer: Any,
+    checkpoint: Path | None,
+    held_out: Windows,
+    general: Windows,
+    ranks: Ranks,
+    start: Start | None,
+    seed: int,
+) -> _Progress:
+    """The progress saved in `checkpoint`, or step 0 with the perplexities before training."""
+    import torch  # deferred: torch is heavy
+
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer)
-        step, losses, before, elapsed = (
-            state["step"],
-            state["losses"],
-            state["before"],
-            state["elapsed_s"],
-        )
-    else:
-        before = perplexities(model, held_out, general, adapter=False) if ranks.main else {}
-        if start is not None and ranks.main:
-            before.update(_evaluations(model, start, "start"))
-        torch.manual_seed(config.seed + 1)
-        step, losses, elapsed = 0, [], 0.0
+        return _Progress(state["step"], state["losses"], state["before"], state["elapsed_s"])
+    before = perplexities(model, held_out, general, adapter=False) if ranks.main else {}
+    if start is not None and ranks.main:
+        before.update(_evaluations(model, start, "start"))
+    torch.manual_seed(seed + 1)
+    return _Progress(0, [], before, 0.0)
 
-    step, elapsed = _loop(
-        model,
-        optimizer,
-        train,
-        config,
-        total_steps,
-        step,
-        losses,
-        elapsed,
-        before,
-        work,
-        name,
-        show_progress and ranks.main,
-        ranks,
-        start,
-    )
-    if not ranks.main:
-        ranks.barrier()  # wait for the main process to evaluate and publish
-        return TrainingResult(final, {})
+
+def _metrics(
+    model: Any,
+    progress: _Progress,
+    held_out: Windows,
+    general: Windows,
+    config: TrainingConfig,
+    start: Start | None,
+) -> dict[str, Any]:
+    """The manifest's metrics: perplexities before and after, losses, steps and tokens."""
     after = perplexities(model, held_out, general)
-    metrics = {
+    before, losses = progress.before, progress.losses
+    metrics: dict[str, Any] = {
         "held_out_perplexity_base": before["held_out"],
         "held_out_perplexity_adapter": after["held_out"],
         "general_perplexity_base": before["general"],
@@ -181,41 +216,21 @@ def train_adapter(
         "train_loss_first": losses[0],
         "train_loss_last": losses[-1],
         "train_losses": losses,
-        "steps": step,
-        "train_tokens": step * config.batch_size * config.sequence_length,
+        "steps": progress.step,
+        "train_tokens": progress.step * config.batch_size * config.sequence_length,
     }
     if start is not None:
         metrics["evaluations"] = {
             key: {"start": before[f"{key}@start"], "end": perplexity(model, windows)}
             for key, windows in start.evaluations.items()
         }
-    run.update(
-        {
-            "optimizer": optimizer_name,
-            "optimizer_note": note,
-            "duration_s": elapsed,
-            "device": training_device(),
-            "resumed": checkpoint is not None,
-            "processes": ranks.world,
-        }
-    )
+    return metrics
+
+
+def _lora_config(model: Any) -> dict[str, Any]:
     lora = model.peft_config["default"].to_dict()
     lora["target_modules"] = sorted(lora["target_modules"] or [])
-    manifest = build_manifest(
-        name=name,
-        account=account,
-        base=base,
-        config=config,
-        training_set=training_set,
-        lora_config=_jsonable(lora),
-        metrics=metrics,
-        run=run,
-        start=record,
-    )
-    with writing(work, "run the same command with --resume (the last checkpoint is kept)"):
-        published = _publish(model, manifest, work, final)
-    ranks.barrier()
-    return TrainingResult(published, manifest)
+    return _jsonable(lora)  # type: ignore[no-any-return]
 
 
 def make_optimizer(model: Any, wanted: str, learning_rate: float) -> tuple[Any, str, str]:
@@ -268,162 +283,92 @@ def _loop(
     optimizer: Any,
     train: list[tuple[int, ...]],
     config: TrainingConfig,
-    total_steps: int,
-    step: int,
-    losses: list[float],
-    elapsed: float,
-    before: dict[str, float],
+    progress: _Progress,
     work: Path,
     name: str,
     show_progress: bool,
     ranks: Ranks,
     start: Start | None = None,
-) -> tuple[int, float]:
-    # deferred: torch is heavy
-    import torch
+) -> None:
+    """Train from `progress.step` to the last step, checkpointing; `progress` follows along."""
+    from tqdm.auto import tqdm  # deferred: tqdm.auto probes for notebooks on import
 
-    device = next(model.parameters()).device
+    total_steps = config.steps or math.ceil(config.epochs * len(train) / config.batch_size)  # type: ignore[operator]
+
     forward = ranks.wrap(model)
     bar = tqdm(
         total=total_steps,
-        initial=step,
+        initial=progress.step,
         desc=f"training {name}",
         unit="step",
         disable=not show_progress,
         dynamic_ncols=True,
     )
     model.train()
-
-    def checkpoint() -> None:
-        if not ranks.main:
-            return
-        with writing(work / "checkpoints", "run the same command with --resume"):
-            save_checkpoint(
-                work / "checkpoints",
-                step,
-                model,
-                optimizer,
-                {"losses": losses, "before": before, "elapsed_s": elapsed},
-            )
-
-    with _stop_requests() as stop_requested:
+    with stop_requests() as stop_requested:
         try:
-            while step < total_steps:
+            while progress.step < total_steps:
                 if ranks.any(stop_requested()):
-                    checkpoint()
+                    _checkpoint(model, optimizer, progress, work, ranks)
                     raise Interrupted(
-                        f"training of {name!r} interrupted at step {step}/{total_steps}; a "
-                        "checkpoint is saved: continue with the same command plus --resume"
+                        f"training of {name!r} interrupted at step {progress.step}/{total_steps}; "
+                        "a checkpoint is saved: continue with the same command plus --resume"
                     )
                 started = time.perf_counter()
-                indexes = batch_indexes(len(train), step, config.batch_size, config.seed)
-                mine = indexes[ranks.rank :: ranks.world]
-                batch = torch.tensor([train[i] for i in mine], device=device)
-                outputs = forward(input_ids=batch, labels=batch)
-                loss = outputs.loss
-                if start is not None and start.extra_loss is not None:
-                    loss = loss + start.extra_loss(model, batch, outputs.logits)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if start is not None and start.after_step is not None:
-                    start.after_step(model)
-                losses.append(ranks.mean(loss.detach()))
-                step += 1
+                tokens = _step(model, forward, optimizer, train, config, progress, ranks, start)
                 seconds = time.perf_counter() - started
-                elapsed += seconds
+                progress.elapsed += seconds
                 bar.update(1)
-                tokens_per_second = batch.numel() * ranks.world / seconds
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tokens_per_second:.0f}")
-                if step % config.checkpoint_every == 0 or step == total_steps:
-                    checkpoint()
+                tokens_per_second = tokens * ranks.world / seconds
+                bar.set_postfix(loss=f"{progress.losses[-1]:.3f}", tok_s=f"{tokens_per_second:.0f}")
+                if progress.step % config.checkpoint_every == 0 or progress.step == total_steps:
+                    _checkpoint(model, optimizer, progress, work, ranks)
         finally:
             bar.close()
-    return step, elapsed
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a torch.distributed group (rank 0 of 1 when not distributed).
+def _step(
+    model: Any,
+    forward: Any,
+    optimizer: Any,
+    train: list[tuple[int, ...]],
+    config: TrainingConfig,
+    progress: _Progress,
+    ranks: Ranks,
+    start: Start | None,
+) -> int:
+    """One optimizer step on this process's slice of batch `progress.step`; its token count."""
+    import torch  # deferred: torch is heavy
 
-    The main process (rank 0) evaluates, checkpoints and publishes; every process trains on its
-    slice of each batch, and DistributedDataParallel averages the gradients, so N processes
-    with batch B compute the same update as one process with batch B.
-    """
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, model: Any) -> Any:
-        if self.world == 1:
-            return model
-        # deferred: torch is heavy
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            # deferred: torch is heavy
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def any(self, flag: bool) -> bool:
-        """True on every process if `flag` is true on any (so all stop at the same step)."""
-        if self.world == 1:
-            return flag
-        # deferred: torch is heavy
-        import torch
-        import torch.distributed as dist
-
-        value = torch.tensor([1 if flag else 0])
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
-
-    def mean(self, value: Any) -> float:
-        if self.world == 1:
-            return float(value.item())
-        # deferred: torch is heavy
-        import torch.distributed as dist
-
-        total = value.clone().float()
-        dist.all_reduce(total)
-        return float(total.item()) / self.world
+    device = next(model.parameters()).device
+    indexes = batch_indexes(len(train), progress.step, config.batch_size, config.seed)
+    mine = indexes[ranks.rank :: ranks.world]
+    batch = torch.tensor([train[i] for i in mine], device=device)
+    outputs = forward(input_ids=batch, labels=batch)
+    loss = outputs.loss
+    if start is not None and start.extra_loss is not None:
+        loss = loss + start.extra_loss(model, batch, outputs.logits)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if start is not None and start.after_step is not None:
+        start.after_step(model)
+    progress.losses.append(ranks.mean(loss.detach()))
+    progress.step += 1
+    return int(batch.numel())
 
 
-def current_ranks() -> Ranks:
-    # deferred: torch is heavy
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return Ranks(dist.get_rank(), dist.get_world_size())
-    return Ranks()
-
-
-@contextmanager
-def _stop_requests() -> Iterator[Callable[[], bool]]:
-    """Turn Ctrl-C (SIGINT) into a request the loop honours between steps, so a checkpoint
-    never holds half an optimizer step. A second Ctrl-C stops at once."""
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested.is_set
+def _checkpoint(model: Any, optimizer: Any, progress: _Progress, work: Path, ranks: Ranks) -> None:
+    if not ranks.main:
         return
-
-    def handler(signum: int, frame: Any) -> None:
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield requested.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with writing(work / "checkpoints", "run the same command with --resume"):
+        save_checkpoint(
+            work / "checkpoints",
+            progress.step,
+            model,
+            optimizer,
+            {"losses": progress.losses, "before": progress.before, "elapsed_s": progress.elapsed},
+        )
 
 
 def _evaluations(model: Any, start: Start, when: str) -> dict[str, float]:

@@ -29,7 +29,7 @@ from viz.errors import InvalidInput
 from viz.models.loading import load_folder
 from viz.store.blobs import sha256_bytes
 from viz.training.adapters import read_manifest
-from viz.training.continual import _set_weights, load_lora_weights
+from viz.training.continual import load_lora_weights, set_lora_weights
 from viz.training.trainer import Start
 
 __all__ = ["TRANSFERS", "chain_deltas", "merge_chain", "transfer_start"]
@@ -75,14 +75,13 @@ def transfer_start(
     }
     if kind == "init":
         parent = load_lora_weights(chain[-1])
-        return Start(lambda model: _set_weights(model, parent), record=record)
+        return Start(lambda model: set_lora_weights(model, parent), record=record)
     deltas = chain_deltas(chain)
     if kind == "on-top":
         return Start(lambda model: merge_chain(model, deltas), record=record)
     teacher: dict[str, Any] = {}
 
     def load_teacher(model: Any) -> None:
-
         teacher["model"] = load_folder(base_folder, precision)
         merge_chain(teacher["model"], deltas)
         teacher["model"].eval()

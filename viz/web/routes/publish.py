@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from viz.errors import InvalidInput, PayloadTooLarge, Unauthenticated, VizError
-from viz.market.catalogue import PublishRequest, publish_adapter
+from viz.market.catalogue import PublishRequest
 from viz.market.screening import ScreeningLimits
 from viz.rag.cache import load_embedder_cached
-from viz.routing.profiles import build_profile
+from viz.routing.publish import publish_with_profile
 from viz.store.database import session_scope
 from viz.store.schema import Adapter, BaseModel
 from viz.web._page import checked_form, render, secure, visit
@@ -86,15 +86,15 @@ class PublishPages:
             if seen.account is None:
                 raise Unauthenticated("log in to publish")
             try:
-                version, _ = publish_adapter(
+                version, _ = publish_with_profile(
                     session,
                     self.blobs_dir,
                     self.models_dir,
                     folder,
                     _publish_request(fields),
                     owner=seen.account,
+                    embedder=load_embedder_cached(),
                 )
-                build_profile(session, version, self.blobs_dir, load_embedder_cached())
                 target = f"/adapters/{version.adapter.name}?version={version.version}"
             except VizError as error:
                 session.rollback()

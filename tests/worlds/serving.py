@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tests.ledger_world import add_adapter
+from tests.worlds.ledger import add_adapter
 from viz.store.blobs import put_blob
 
 

@@ -1,0 +1,11 @@
+"""Worlds the tests build on, each in one module:
+
+- `catalogue`: the shared data folders, the tiny base, catalogued QASPER papers, a plain PEFT
+  adapter made outside Viz;
+- `ledger`: a small market for ledger tests (catalogue rows written directly, no model);
+- `serving`: real LoRA adapters for the default model, registered as publishing does, and a
+  server on a free port;
+- `defences`: a small hierarchy on the default model with honest children and attacks.
+"""
+
+__all__ = ["catalogue", "defences", "ledger", "serving"]
