@@ -14,7 +14,7 @@ SAPPHIRE_RAPIDS = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 
 
 def _cpuinfo(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "cpuinfo"
+    path = tmp_path / f"cpuinfo-{abs(hash(text))}"  # one file per CPU: flags are read once
     path.write_text("processor\t: 0\n" + text)
     return path
 

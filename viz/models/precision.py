@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from viz.errors import InvalidInput
@@ -51,12 +52,17 @@ def native_bf16(cpuinfo: Path = CPUINFO) -> bool:
     capability = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
     if capability and not capability.startswith("avx512"):
         return False
+    return any(flag in _cpu_flags(cpuinfo) for flag in BF16_FLAGS)
+
+
+@cache
+def _cpu_flags(cpuinfo: Path) -> frozenset[str]:
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return False
+        return frozenset()
     flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return any(flag in flags.split() for flag in BF16_FLAGS)
+    return frozenset(flags.split())
 
 
 def cuda_available() -> bool:

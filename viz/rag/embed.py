@@ -19,6 +19,7 @@ from typing import Any
 
 from viz.errors import InvalidInput, NotFound
 from viz.models.loading import quiet_transformers
+from viz.models.precision import native_bf16
 
 __all__ = ["DEFAULT_EMBEDDER_PACKAGE", "Embedder", "default_embedder_folder", "load_embedder"]
 
@@ -80,14 +81,9 @@ class Embedder:
 
 
 def _bf16() -> bool:
-    """Whether CPU matrix products in bfloat16 are native here (AVX512-BF16 / AMX)."""
-    # deferred: torch is heavy
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether CPU matrix products in bfloat16 are native here (AVX512-BF16 / AMX): the one
+    rule of `viz.models.precision`, which training follows too."""
+    return native_bf16()
 
 
 def load_embedder(folder: Path | None = None) -> Embedder:
