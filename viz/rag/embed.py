@@ -60,7 +60,7 @@ class Embedder:
         # Longest first, so each batch pads to similar lengths; bf16 where the CPU has it.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         rows = []
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=native_bf16()):
             for start in range(0, len(texts), batch_size):
                 batch = self.tokenizer(
                     [texts[i] for i in order[start : start + batch_size]],
@@ -78,12 +78,6 @@ class Embedder:
         vectors = torch.empty((len(texts), self.dimension))
         vectors[torch.tensor(order)] = torch.cat(rows).float()
         return vectors
-
-
-def _bf16() -> bool:
-    """Whether CPU matrix products in bfloat16 are native here (AVX512-BF16 / AMX): the one
-    rule of `viz.models.precision`, which training follows too."""
-    return native_bf16()
 
 
 def load_embedder(folder: Path | None = None) -> Embedder:

@@ -34,9 +34,10 @@ from typing import Any, Protocol
 from viz.datasets.qasper import evidence_spans, is_gold, load_questions, paper_text
 from viz.errors import InvalidInput, NotFound
 from viz.models.loading import quiet_transformers
+from viz.models.precision import native_bf16
 from viz.rag.chunking import chunk_by_characters
 from viz.rag.collection import NAME_PATTERN
-from viz.rag.embed import _bf16, default_embedder_folder
+from viz.rag.embed import default_embedder_folder
 from viz.rag.search import RRF_K, Hit, bm25_order
 
 __all__ = [
@@ -77,7 +78,7 @@ class CrossEncoder:
         import torch  # deferred: torch is heavy
 
         scores: list[float] = []
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=native_bf16()):
             for start in range(0, len(texts), BATCH):
                 part = texts[start : start + BATCH]
                 batch = self.tokenizer(
@@ -376,7 +377,7 @@ def _train(
     for step in range(settings.steps):
         first = step * settings.questions_per_step
         batch, labels = _batch(tokenizer, examples, first, settings)
-        with torch.autocast("cpu", torch.bfloat16, enabled=_bf16()):
+        with torch.autocast("cpu", torch.bfloat16, enabled=native_bf16()):
             logits = model(**batch).logits[:, 0].float()
         # Listwise: each question's positive should win among its group (softmax cross-entropy);
         # plus pointwise BCE, so that sigmoid(score) stays a usable probability of relevance.
