@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check viz tests bench
-	$(BIN)/ruff format --check viz tests bench
+	$(BIN)/ruff check viz tests bench worlds
+	$(BIN)/ruff format --check viz tests bench worlds
 	$(BIN)/mypy viz
 
 # pytest exit code 5 (no tests collected) fails the target like any other failure.

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,23 +74,19 @@ def main() -> None:
 
 def setup(args: argparse.Namespace) -> dict[str, Any]:
     """A home with the two sets of papers and version 1 trained on the earlier ones."""
-    from transformers import AutoTokenizer
-
     from viz.accounts import create_account, get_account
     from viz.documents import DocumentInput, add_documents
     from viz.errors import NotFound
     from viz.eval.routing import english_texts, plan_hierarchy
-    from viz.models import get_base_model
-    from viz.models.loading import ensure_cached
     from viz.store import open_database, session_scope
-    from viz.training import TrainingConfig, build_training_set, select_documents
+    from viz.training import TrainingConfig
     from viz.training.recipe import train_from_documents
 
     settings = Settings(home=args.home)
     engine = open_database(settings.database_url_resolved)
     data = args.shared / "data"
     plan = plan_hierarchy(data / "qasper-train", data / "qasper-dev", english_texts(args.shared))
-    sets = {}
+    documents = {}
     with session_scope(engine) as session:
         try:
             account = get_account(session, "bench")
@@ -109,17 +104,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
                 documents_max=PAPERS,
                 skip_existing=True,
             )
-            sets[group] = select_documents(
-                session, account, document_ids=[d.id for d in added + known]
-            )
-        base = get_base_model(session, settings.default_base_model)
-        session.expunge(base)
-    folder = ensure_cached(base, args.models)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+            documents[group] = [d.id for d in added + known]
     config = TrainingConfig(
         method="lora",
         base_precision="bf16",
-        steps=args.steps,
+        steps=V1_STEPS,
         batch_size=4,
         sequence_length=128,
         overlap=16,
@@ -127,37 +116,18 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         held_out_fraction=0.34,
         checkpoint_every=1000,
     )
-
-    def training_set(group: str) -> Any:
-        return build_training_set(
-            sets[group],
-            settings.blobs_dir,
-            tokenizer,
-            sequence_length=config.sequence_length,
-            overlap=config.overlap,
-            held_out_fraction=config.held_out_fraction,
-            context_length=8192,
-        )
-
-    v1 = settings.adapters_dir / "papers-v1"
-    if not v1.exists():
+    if not (settings.adapters_dir / "papers-v1").exists():
         print(f"training version 1 on {EARLIER} papers ...", file=sys.stderr, flush=True)
         train_from_documents(
             engine,
             name="papers-v1",
             account="bench",
             base=settings.default_base_model,
-            config=replace(config, steps=V1_STEPS),
+            config=config,
             blobs_dir=settings.blobs_dir,
             models_dir=args.models,
             adapters_dir=settings.adapters_dir,
-            document_ids=[d.id for d in sets[EARLIER]],
-        )
-    with session_scope(engine) as session:
-        from viz.training.continual import earlier_documents
-
-        earlier = earlier_documents(
-            session, settings.blobs_dir, tokenizer, v1, get_account(session, "bench")
+            document_ids=documents[EARLIER],
         )
     return {
         "settings": {
@@ -172,13 +142,10 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
             "method": "lora bf16, rank 8",
         },
         "config": config,
-        "base": base,
-        "folder": folder,
-        "tokenizer": tokenizer,
-        "v1": v1,
-        "earlier": earlier,
-        "new": training_set(NEW),
+        "engine": engine,
+        "blobs": settings.blobs_dir,
         "adapters": settings.adapters_dir,
+        "new": documents[NEW],
     }
 
 
@@ -198,63 +165,46 @@ def excerpts(args: argparse.Namespace) -> list[Path]:
 
 
 def update(world: dict[str, Any], guard_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Version 2 from version 1 under one guard, as `viz adapters update` trains it."""
     import shutil
 
-    from viz.training.continual import continual_report, continual_start, parse_guard, update_config
+    from viz.training.continual import continual_report, parse_guard
     from viz.training.evaluate import perplexity
-    from viz.training.trainer import train_adapter
+    from viz.training.recipe import update_from_documents
 
     guard = parse_guard(guard_name)
-    previous = json.loads((world["v1"] / "viz-manifest.json").read_text())
-    config = update_config(
-        previous,
-        guard,
-        steps=args.steps,
-        batch_size=4,
-        learning_rate=1e-3,
-        held_out_fraction=0.34,
-        checkpoint_every=1000,
-    )
-    new = world["new"]
-    start = continual_start(
-        world["v1"],
-        world["earlier"],
-        guard,
-        tuple(new.held_out_windows()),
-        new_windows=len(new.train_windows()),
-        seed=0,
-    )
     curve: list[dict[str, float]] = []
     step = [0]
-    inner = start.after_step
 
-    def after_step(model: Any) -> None:
-        if inner is not None:
-            inner(model)
+    def watch(model: Any, evaluations: Any) -> None:
         step[0] += 1
         if step[0] % args.every == 0 and step[0] < args.steps:
             curve.append(
                 {
                     "step": step[0],
-                    "earlier": perplexity(model, start.evaluations["earlier"]),
-                    "new": perplexity(model, start.evaluations["new"]),
+                    "earlier": perplexity(model, evaluations["earlier"]),
+                    "new": perplexity(model, evaluations["new"]),
                 }
             )
 
     name = f"papers-v2-{guard.name.replace('+', '-')}"
     shutil.rmtree(world["adapters"] / name, ignore_errors=True)
     started = time.perf_counter()
-    result = train_adapter(
+    result = update_from_documents(
+        world["engine"],
+        previous="papers-v1",
         name=name,
-        account="bench",
-        base=world["base"],
-        base_folder=world["folder"],
-        training_set=new,
-        config=config,
+        guard=guard,
+        blobs_dir=world["blobs"],
+        models_dir=args.models,
         adapters_dir=world["adapters"],
-        tokenizer=world["tokenizer"],
+        document_ids=world["new"],
+        steps=args.steps,
+        batch_size=world["config"].batch_size,
+        learning_rate=world["config"].learning_rate,
+        held_out_fraction=world["config"].held_out_fraction,
         show_progress=False,
-        start=replace(start, after_step=after_step),
+        watch=watch,
     )
     seconds = time.perf_counter() - started
     report = continual_report(result.manifest)

@@ -2,7 +2,7 @@
 
     python bench/defences.py          # ~10 min on 2 CPU cores
 
-Builds the world of `tests/test_defences.py` (`bench/defences_world.py`) with more of everything
+Builds the world of `tests/test_defences.py` (`worlds/defences.py`) with more of everything
 (on the real default model): a parent `papers` with four honest children, and nine attacks by
 mallory: backdoors with the triggers " cf" and " James Bond" (both in screening's sweep) and
 " zq" (not in it), copies of an honest child with 3% and 10% noise, random untrained adapters at
@@ -41,10 +41,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    from bench.defences_world import build_world
     from viz.accounts import create_account, get_account
     from viz.market.catalogue import approve_version, find_version
     from viz.market.merge import MergeRequest, merge_children
+    from worlds.defences import build_world
 
     home = REPO / ".viz-bench" / "defences"
     shutil.rmtree(home, ignore_errors=True)

@@ -37,10 +37,10 @@ from sqlalchemy import create_engine, insert, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.worlds import BASE, build_market  # noqa: E402
 from viz.ledger import AdapterUse, Usage, reserve, settle, settle_batch, topup, verify_ledger  # noqa: E402
 from viz.store import open_database, session_scope  # noqa: E402
 from viz.store.schema import LedgerTransfer  # noqa: E402
+from worlds.ledger import BASE, build_market  # noqa: E402
 
 FEE_BPS = 1000
 TIGERBEETLE_PER_S = 1_000_000

@@ -31,7 +31,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.worlds import build_market, make_adapter, register  # noqa: E402
 from viz.accounts import create_api_key, get_account  # noqa: E402
 from viz.config import Settings  # noqa: E402
 from viz.ledger import topup  # noqa: E402
@@ -44,6 +43,8 @@ from viz.serving.engines.builtin import load_lora  # noqa: E402
 from viz.serving.resolve import resolve  # noqa: E402
 from viz.store import open_database, session_scope  # noqa: E402
 from viz.store.blobs import blob_path, put_blob  # noqa: E402
+from worlds.ledger import build_market  # noqa: E402
+from worlds.serving import make_adapter, register  # noqa: E402
 
 ADAPTERS = 8
 QUESTIONS = [

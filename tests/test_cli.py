@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.worlds.catalogue import QASPER_PAPERS
 from viz.cli import app
 from viz.store import head_revision
+from worlds.catalogue import QASPER_PAPERS
 
 PAPERS = [QASPER_PAPERS / "1503.00841.txt", QASPER_PAPERS / "1601.02403.txt"]
 
@@ -257,9 +257,9 @@ def test_models_show_prints_provenance_and_memory(viz) -> None:
 
 
 def test_ledger_tops_up_meters_pays_out_and_verifies(viz, tmp_path) -> None:
-    from tests.worlds.ledger import add_adapter, add_document
     from viz.models.registry import ensure_builtin_models
     from viz.store import open_database, session_scope
+    from worlds.ledger import add_adapter, add_document
 
     for name in ("ada", "bob"):
         assert viz("account", "create", name).exit_code == 0

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 from tests.test_training import _viz
-from tests.worlds.catalogue import QASPER_PAPERS, add_tiny_base
 from viz.accounts import create_account, get_account
 from viz.documents import DocumentInput, add_documents, get_document
 from viz.errors import InvalidInput
@@ -31,6 +30,7 @@ from viz.training.continual import (
 )
 from viz.training.evaluate import perplexity
 from viz.training.recipe import train_from_documents, update_from_documents
+from worlds.catalogue import QASPER_PAPERS, add_tiny_base
 
 PAPERS = sorted(QASPER_PAPERS.glob("*.txt"))
 CONFIG = TrainingConfig(
@@ -73,7 +73,7 @@ class Creator:
     v1: Path
     new_documents: list[int]
 
-    def update(self, guard: str, name: str, strength: float | None = None):  # type: ignore[no-untyped-def]
+    def update(self, guard: str, name: str, strength: float | None = None, watch=None):  # type: ignore[no-untyped-def]
         return update_from_documents(
             self.engine,  # type: ignore[arg-type]
             previous=self.v1.name,
@@ -86,6 +86,7 @@ class Creator:
             steps=6,
             held_out_fraction=0.5,
             show_progress=False,
+            watch=watch,
         )
 
 
@@ -162,6 +163,20 @@ def test_a_penalty_keeps_the_new_version_near_the_previous_one(creator) -> None:
     assert drift(l2.folder) < 0.5 * drift(naive.folder)
     assert drift(ewc.folder) < drift(naive.folder)
     assert naive.manifest["start"]["replay_windows"] == 0
+
+
+def test_a_watcher_sees_every_step_on_the_windows_the_report_measures(creator) -> None:
+    seen: list[tuple[float, float]] = []
+
+    def watch(model, evaluations) -> None:  # type: ignore[no-untyped-def]
+        seen.append(
+            (perplexity(model, evaluations["earlier"]), perplexity(model, evaluations["new"]))
+        )
+
+    report = continual_report(creator.update("replay", "papers-watched", watch=watch).manifest)
+
+    assert len(seen) == 6  # one call per step
+    assert seen[-1] == pytest.approx((report.earlier_after, report.new_after), rel=1e-3)
 
 
 def test_olora_keeps_the_previous_ranks_frozen_and_adds_new_ones(creator) -> None:

@@ -19,13 +19,13 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from tests.worlds.defences import World, build_world
 from viz.accounts import get_account
 from viz.errors import Forbidden, InvalidInput, NotFound
 from viz.ledger import AdapterUse, Usage, balances, creator_code, settle
 from viz.market.catalogue import find_version
 from viz.market.merge import MergeRequest, merge_children
 from viz.store.schema import LogEntry
+from worlds.defences import World, build_world
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import inspect
 import pytest
 
 import viz.errors
-from tests.worlds.catalogue import REPO
 from viz.cli import app
 from viz.config import Settings
+from worlds.catalogue import REPO
 
 README = (REPO / "README.md").read_text()
 

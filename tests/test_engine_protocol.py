@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.worlds.catalogue import add_tiny_base
-from tests.worlds.serving import make_adapter
 from viz.config import Settings
 from viz.errors import InvalidInput
 from viz.models.generate import GenerationSettings
@@ -23,6 +21,8 @@ from viz.serving.engines import (
     open_engine,
 )
 from viz.store import open_database, session_scope
+from worlds.catalogue import add_tiny_base
+from worlds.serving import make_adapter
 
 GATEWAY = [
     "viz.app",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.worlds.catalogue import SHARED, qasper_subset
 from viz.cli import app
 from viz.errors import InvalidInput
 from viz.eval.routing import english_texts, plan_hierarchy, subdomain_of
+from worlds.catalogue import SHARED, qasper_subset
 
 
 def test_a_title_names_one_sub_domain_or_none() -> None:

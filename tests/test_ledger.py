@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
-from tests.worlds.ledger import BASE, add_adapter, build_market
 from viz.errors import (
     Conflict,
     InvalidInput,
@@ -49,13 +48,14 @@ from viz.ledger import (
 from viz.ledger.pricing import split
 from viz.store import session_scope
 from viz.store.schema import AdapterVersion, LedgerAccount, LedgerTransfer, LogEntry, UsageEvent
+from worlds.ledger import BASE, add_adapter, build_market
 
 FEE = 1000  # 10%
 
 
 @pytest.fixture
 def market(engine: Engine) -> tuple[Engine, int]:
-    """The tests/worlds/ledger.py market with bob topped up by 1,000,000 micro-units."""
+    """The worlds/ledger.py market with bob topped up by 1,000,000 micro-units."""
     document_id = build_market(engine)
     with session_scope(engine) as session:
         topup(session, "bob", 1_000_000, transfer_id="bob-first")

@@ -19,8 +19,6 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
 from tests.ledger_worker import FEE_BPS, crash_usage
-from tests.worlds.catalogue import REPO
-from tests.worlds.ledger import BASE, build_market
 from viz.errors import VizError
 from viz.ledger import (
     AdapterUse,
@@ -37,6 +35,8 @@ from viz.ledger import (
 from viz.ledger.pricing import split
 from viz.store import open_database, session_scope
 from viz.store.schema import LedgerAccount, LedgerTransfer, UsageEvent
+from worlds.catalogue import REPO
+from worlds.ledger import BASE, build_market
 
 # --- the split rule -------------------------------------------------------------------------
 

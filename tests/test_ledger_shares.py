@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from tests.worlds.ledger import BASE, build_market
 from viz.accounts import create_account, get_account
 from viz.errors import Conflict, InvalidInput
 from viz.ledger import (
@@ -36,9 +35,10 @@ from viz.ledger import (
 )
 from viz.store import session_scope
 from viz.store.schema import AdapterVersion, LedgerAccount, LogEntry
+from worlds.ledger import BASE, build_market
 
 FEE = 1000  # 10%
-# qa@1.0.0 costs 100 in / 300 out per 1,000 tokens (tests/worlds/ledger.py): 1,000 tokens in and
+# qa@1.0.0 costs 100 in / 300 out per 1,000 tokens (worlds/ledger.py): 1,000 tokens in and
 # 2,000 out are worth 100 + 600 = 700 micro-units; after the 10% fee 630 go to royalties.
 CHARGE = 700
 CAROL_BPS, DAVE_BPS = 3000, 2000
@@ -53,7 +53,7 @@ REASONS = {
 
 @pytest.fixture
 def market(engine: Engine) -> Engine:
-    """The tests/worlds/ledger.py market plus dave, with bob topped up by 1,000,000 micro-units."""
+    """The worlds/ledger.py market plus dave, with bob topped up by 1,000,000 micro-units."""
     build_market(engine)
     with session_scope(engine) as session:
         create_account(session, "dave")

@@ -13,8 +13,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from sqlalchemy import func, select
 
-from tests.worlds.catalogue import add_tiny_base
-from tests.worlds.catalogue import make_tiny_adapter as make_adapter
 from viz.accounts import create_account
 from viz.errors import Conflict, Forbidden, InvalidInput, NotFound
 from viz.log.store import (
@@ -37,6 +35,8 @@ from viz.market.hierarchy import PARENT_DEPTH_MAX, ancestors
 from viz.models import add_base_model
 from viz.store import session_scope
 from viz.store.schema import Account, Adapter, AdapterVersion, LogEntry
+from worlds.catalogue import add_tiny_base
+from worlds.catalogue import make_tiny_adapter as make_adapter
 
 
 @pytest.fixture
@@ -336,9 +336,9 @@ def _account(session, name):  # type: ignore[no-untyped-def]
 
 
 def test_a_document_is_listed_by_its_owner_with_a_price_per_citation(market) -> None:
-    from tests.worlds.catalogue import QASPER_PAPERS
     from viz.documents import DocumentInput, add_documents
     from viz.market.listings import list_document
+    from worlds.catalogue import QASPER_PAPERS
 
     papers = sorted(QASPER_PAPERS.glob("*.txt"))[:2]
     with session_scope(market["engine"]) as session:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests.worlds.catalogue import SHARED
 from viz.errors import InvalidInput
 from viz.log import (
     EMPTY_ROOT,
@@ -35,6 +34,7 @@ from viz.log import (
     verify_subtree_inclusion,
 )
 from viz.log.hashing import check_leaf_index, check_old_size, split_point
+from worlds.catalogue import SHARED
 
 VECTORS = SHARED / "data" / "rfc6962-vectors"
 # transparency-dev/merkle testdata/ at commit 417fb0c (VECTORS / "NOTICE.md"): JSON files per

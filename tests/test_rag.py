@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.worlds.catalogue import QASPER_PAPERS, SHARED
 from viz.errors import InvalidInput
 from viz.rag import chunk_by_characters, chunk_by_tokens
+from worlds.catalogue import QASPER_PAPERS, SHARED
 
 PAPER = (QASPER_PAPERS / "1503.00841.txt").read_text()
 

@@ -11,9 +11,6 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from tests.worlds.catalogue import add_papers
-from tests.worlds.ledger import build_market
-from tests.worlds.serving import run_server
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import NotFound
@@ -22,6 +19,9 @@ from viz.market.listings import list_document
 from viz.rag.ingest import Selection, index_catalogue
 from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent
+from worlds.catalogue import add_papers
+from worlds.ledger import build_market
+from worlds.serving import run_server
 
 PAPERS = ["1503.00841", "1601.02403"]
 QUESTION = "Which regularization terms do they propose on top of generalized expectation?"

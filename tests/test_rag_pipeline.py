@@ -8,7 +8,6 @@ import json
 import pytest
 from sqlalchemy import update
 
-from tests.worlds.catalogue import QASPER_PAPERS, add_papers, qasper_subset
 from viz.config import Settings
 from viz.errors import Conflict, InvalidInput, LimitExceeded, NotFound
 from viz.rag.answer import (
@@ -29,6 +28,7 @@ from viz.rag.collection import (
     open_collection,
 )
 from viz.rag.search import Hit, IndexedChunk, reciprocal_rank_fusion
+from worlds.catalogue import QASPER_PAPERS, add_papers, qasper_subset
 
 PAPERS = ["1503.00841", "1601.02403"]
 

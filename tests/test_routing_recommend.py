@@ -16,8 +16,6 @@ import torch
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.worlds.catalogue import add_papers
-from tests.worlds.serving import make_adapter, register, run_server
 from viz.accounts import create_account, create_api_key, get_account
 from viz.cli import app
 from viz.config import Settings
@@ -34,6 +32,8 @@ from viz.routing.speed import Calibration, estimate_speed
 from viz.serving.engines.builtin.calibrate import calibrate
 from viz.store import open_database, session_scope
 from viz.store.schema import Adapter, AdapterTag, AdapterVersion, Document, UsageEvent
+from worlds.catalogue import add_papers
+from worlds.serving import make_adapter, register, run_server
 
 BASE = "smollm2-135m-instruct"
 CHAIN = "english@1.0.0:0.25+nlp-research@1.0.0:0.5+translation@1.0.0:1"

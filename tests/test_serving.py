@@ -13,8 +13,6 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from tests.worlds.ledger import build_market
-from tests.worlds.serving import make_adapter, register, run_server
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import InvalidInput
@@ -26,6 +24,8 @@ from viz.serving.engines.builtin import BuiltinEngine as Engine
 from viz.serving.engines.builtin import load_lora
 from viz.store import open_database, session_scope
 from viz.store.schema import AdapterVersion, UsageEvent
+from worlds.ledger import build_market
+from worlds.serving import make_adapter, register, run_server
 
 pytestmark = pytest.mark.model
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.worlds.catalogue import QASPER_PAPERS
 from viz.accounts import create_account
 from viz.documents import DocumentInput, add_documents
 from viz.errors import Forbidden, InvalidInput
@@ -21,6 +20,7 @@ from viz.store import session_scope
 from viz.training import TrainingConfig, build_training_set, select_documents, windows
 from viz.training._model import prepare_model
 from viz.training.adapters import load_adapter
+from worlds.catalogue import QASPER_PAPERS
 
 PAPERS = sorted(QASPER_PAPERS.glob("*.txt"))[:3]
 ANOTHER_PAPER = sorted(QASPER_PAPERS.glob("*.txt"))[3]

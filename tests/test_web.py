@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.worlds.catalogue import add_tiny_base
-from tests.worlds.serving import run_server
 from viz.accounts import create_account
 from viz.config import Settings
 from viz.ledger import topup
 from viz.store.database import open_database, session_scope
 from viz.store.schema import AdapterVersion, ApiKey, UsageEvent
 from viz.web.auth import set_password
+from worlds.catalogue import add_tiny_base
+from worlds.serving import run_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("VIZ_TEST_ARTIFACTS", REPO / "test-artifacts")) / "screenshots"
@@ -114,7 +114,7 @@ def publish(site, folder: Path, name: str) -> None:  # type: ignore[no-untyped-d
 
 @pytest.fixture(scope="module")
 def published(site, tiny_model_folder, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
-    from tests.worlds.catalogue import make_tiny_adapter as make_adapter
+    from worlds.catalogue import make_tiny_adapter as make_adapter
 
     folder = make_adapter(
         tiny_model_folder, tmp_path_factory.mktemp("cleo") / "river-poems", seed=3
@@ -137,7 +137,7 @@ def fill_publish_form(page, weights: Path, folder: Path, name: str, price: int) 
 def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
     browser, site, tiny_model_folder, tmp_path
 ) -> None:
-    from tests.worlds.catalogue import make_tiny_adapter as make_adapter
+    from worlds.catalogue import make_tiny_adapter as make_adapter
 
     folder = make_adapter(tiny_model_folder, tmp_path / "river-songs", seed=5)
     page = visitor(browser, site)
@@ -169,7 +169,7 @@ def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
 def test_a_pickle_uploaded_as_weights_is_refused_and_nothing_is_stored(
     browser, site, tiny_model_folder, tmp_path
 ) -> None:
-    from tests.worlds.catalogue import make_tiny_adapter as make_adapter
+    from worlds.catalogue import make_tiny_adapter as make_adapter
 
     folder = make_adapter(tiny_model_folder, tmp_path / "sneaky", seed=6)
     pickle = tmp_path / "adapter_model.safetensors"

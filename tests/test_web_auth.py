@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from viz.accounts import create_account
 from viz.config import Settings
-from viz.errors import Forbidden, InvalidInput, LimitExceeded, Unauthenticated
+from viz.errors import Forbidden, InvalidInput, RateLimited, Unauthenticated
 from viz.store.database import open_database, session_scope
 from viz.store.schema import WebSession, utc_now
 from viz.web._page import local_target as _local
@@ -44,7 +44,7 @@ def test_wrong_unknown_and_passwordless_logins_get_one_message(sqlite_engine) ->
         for _ in range(2):
             with pytest.raises(Unauthenticated):
                 log_in(session, "ada", "wrong again", throttle=throttle)
-        with pytest.raises(LimitExceeded, match="too many failed logins"):
+        with pytest.raises(RateLimited, match="too many failed logins"):  # HTTP 429
             log_in(session, "ada", "a long enough password", throttle=throttle)
 
 

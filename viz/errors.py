@@ -21,6 +21,7 @@ __all__ = [
     "Conflict",
     "LimitExceeded",
     "PayloadTooLarge",
+    "RateLimited",
     "Overloaded",
     "StorageCorrupt",
     "LedgerCorrupt",
@@ -106,6 +107,14 @@ class PayloadTooLarge(LimitExceeded):
 
     http_status = 413
     openai_code = None
+
+
+class RateLimited(LimitExceeded):
+    """Too many attempts from one client in a window (failed logins, sign-ups): wait (HTTP 429)."""
+
+    http_status = 429
+    openai_type = "rate_limit_exceeded"
+    openai_code = "rate_limit_exceeded"
 
 
 class Overloaded(VizError):

@@ -17,7 +17,7 @@ from viz.training import TrainingConfig, general_windows, select_documents
 from viz.training.adapters import adapter_folder, list_adapters, load_adapter, read_manifest
 from viz.training.continual import DEFAULT_GUARD, continual_report, parse_guard
 from viz.training.dataset import TrainingSet, tokenise_document
-from viz.training.evaluate import perplexities
+from viz.training.evaluate import perplexities, spread
 from viz.training.recipe import load_tokenizer, train_from_documents, update_from_documents
 
 app = typer.Typer(
@@ -283,7 +283,7 @@ def eval_(
         overlap,
     )
     model = load_adapter(folder, load_folder(base_folder, manifest["base"]["precision"]))
-    windows, general = evaluation.held_out_windows(), general_windows(tokenizer, length)
+    windows, general = spread(evaluation.held_out_windows()), general_windows(tokenizer, length)
     after = perplexities(model, windows, general)
     before = perplexities(model, windows, general, adapter=False)
     _print_metrics(

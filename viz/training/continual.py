@@ -31,6 +31,7 @@ windows with --held-out 0). Both are measured by the trainer before step 0 and a
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from viz.store.schema import Account
 from viz.training.adapters import read_manifest
 from viz.training.config import TrainingConfig
 from viz.training.dataset import tokenise_document
+from viz.training.evaluate import spread
 from viz.training.trainer import Start, TrainingResult, train_adapter
 
 __all__ = [
@@ -68,7 +70,6 @@ DEFAULT_GUARD = "replay"
 DEFAULT_STRENGTH = {"l2": 0.05, "ewc": 0.05, "olora": 0.5}
 REPLAY_RATIO = 1.0
 FISHER_WINDOWS = 16
-EVALUATION_WINDOWS = 48  # per set, evenly spaced: enough for a stable perplexity, and quick
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def continual_start(
         "skipped_documents": list(earlier.skipped),
         "forgetting_measured_on": f"earlier {earlier.evaluation_source}",
     }
-    evaluations = {"earlier": _spread(earlier.evaluation), "new": _spread(new_evaluation)}
+    evaluations = {"earlier": spread(earlier.evaluation), "new": spread(new_evaluation)}
     if guard.penalty == "olora":
         rank = int(manifest["lora"]["r"])
         return _olora_start(weights, rank, guard.strength, replay, evaluations, record)
@@ -324,10 +325,13 @@ def update_adapter(
     tokenizer: Any,
     resume: bool = False,
     show_progress: bool = True,
+    watch: Callable[[Any, Mapping[str, Any]], None] | None = None,
 ) -> TrainingResult:
     """Train `name` from the adapter in `previous` on `training_set` under `guard`.
 
     The report (`continual_report(result.manifest)`) says how much was forgotten and gained.
+    `watch(model, evaluations)` runs after each step, after the guard's own hook, with the
+    windows the report measures on ({"earlier": ..., "new": ...}): a benchmark's curves.
     """
     new_evaluation = tuple(training_set.held_out_windows() or training_set.train_windows())
     start = continual_start(
@@ -342,6 +346,11 @@ def update_adapter(
         start.record["gain_measured_on"] = "new training documents (no held-out documents)"
     else:
         start.record["gain_measured_on"] = "new held-out documents"
+    if watch is not None:
+        evaluations = start.evaluations
+        start = replace(
+            start, after_step=_then(start.after_step, lambda model: watch(model, evaluations))
+        )
     return train_adapter(
         name=name,
         account=account,
@@ -355,6 +364,19 @@ def update_adapter(
         show_progress=show_progress,
         start=start,
     )
+
+
+def _then(
+    first: Callable[[Any], None] | None, second: Callable[[Any], None]
+) -> Callable[[Any], None]:
+    """A step hook running `first` (when there is one), then `second`."""
+
+    def both(model: Any) -> None:
+        if first is not None:
+            first(model)
+        second(model)
+
+    return both
 
 
 @dataclass(frozen=True)
@@ -452,13 +474,6 @@ def _fisher(
                 parameter.grad = None
     mean = torch.cat([s.flatten() for s in squares.values()]).mean().clamp_min(1e-30)
     return {name: s / mean for name, s in squares.items()}
-
-
-def _spread(windows: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
-    """At most EVALUATION_WINDOWS windows, evenly spaced over all of them."""
-    if len(windows) <= EVALUATION_WINDOWS:
-        return windows
-    return tuple(windows[i * len(windows) // EVALUATION_WINDOWS] for i in range(EVALUATION_WINDOWS))
 
 
 def _no_grad() -> Any:

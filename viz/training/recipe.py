@@ -17,7 +17,7 @@ the benches all call these two functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from viz.models.loading import ensure_cached
 from viz.store.database import session_scope
 from viz.store.schema import Document
 from viz.training.adapters import adapter_folder, read_manifest
-from viz.training.config import TrainingConfig
+from viz.training.config import TrainingConfig, check_adapter_name
 from viz.training.continual import (
     Earlier,
     Guard,
@@ -87,6 +87,7 @@ def train_from_documents(
         NotFound: an unknown account, document, base or parent.
         Conflict: the adapter exists, or an interrupted run exists and `resume` is False.
     """
+    check_adapter_name(name)  # before any slow work: a bad name fails in a blink
     kind, chain = _transfer(parents, transfer, nproc, adapters_dir)
     config.check()
     with session_scope(engine) as session:
@@ -140,6 +141,7 @@ def update_from_documents(
     resume: bool = False,
     show_progress: bool = True,
     say: Say = lambda _message: None,
+    watch: Callable[[Any, Mapping[str, Any]], None] | None = None,
 ) -> TrainingResult:
     """Train `name`, a new version of adapter `previous`, on new documents under `guard`.
 
@@ -147,7 +149,8 @@ def update_from_documents(
     and with its LoRA shape and windowing; the earlier documents are re-read from the catalogue
     (replayed and measured for forgetting). `say` hears the notes and the one line before
     training that `viz adapters update` prints. `continual_report(result.manifest)` says what
-    was forgotten and gained.
+    was forgotten and gained; `watch(model, evaluations)` runs after each step (see
+    `update_adapter`).
 
     Raises:
         InvalidInput: bad settings, no documents, no earlier document left to measure.
@@ -166,6 +169,7 @@ def update_from_documents(
         seed=seed,
     )
     config.check()
+    check_adapter_name(name)
     with session_scope(engine) as session:
         trainer = get_account(session, manifest["creator"])
         chosen = select_documents(session, trainer, document_ids=document_ids, tags=tags)
@@ -189,6 +193,7 @@ def update_from_documents(
         tokenizer=tokenizer,
         resume=resume,
         show_progress=show_progress,
+        watch=watch,
     )
 
 

@@ -33,7 +33,7 @@ from viz.training.checkpoint import (
 )
 from viz.training.config import TrainingConfig, check_adapter_name
 from viz.training.dataset import TrainingSet, fingerprint
-from viz.training.evaluate import general_windows, perplexities, perplexity
+from viz.training.evaluate import general_windows, perplexities, perplexity, spread
 from viz.training.manifest import MANIFEST_FILE, build_manifest, model_card
 from viz.training.ranks import Ranks, current_ranks, stop_requests
 
@@ -107,7 +107,7 @@ def train_adapter(
     model = _model(base_folder, config, start)
     optimizer, optimizer_name, note = make_optimizer(model, config.optimizer, config.learning_rate)
     train = training_set.train_windows() + list(replay)
-    held_out = training_set.held_out_windows()
+    held_out = spread(training_set.held_out_windows())
     general = general_windows(tokenizer, config.sequence_length)
     checkpoint = latest_checkpoint(work / "checkpoints") if resume else None
     progress = _begin(model, optimizer, checkpoint, held_out, general, ranks, start, config.seed)
@@ -213,15 +213,19 @@ def _metrics(
         "held_out_perplexity_adapter": after["held_out"],
         "general_perplexity_base": before["general"],
         "general_perplexity_adapter": after["general"],
+        "held_out_windows": len(held_out),
         "train_loss_first": losses[0],
         "train_loss_last": losses[-1],
         "train_losses": losses,
         "steps": progress.step,
         "train_tokens": progress.step * config.batch_size * config.sequence_length,
     }
-    if start is not None:
+    if start is not None:  # a set that is the held-out one was just measured: not twice
         metrics["evaluations"] = {
-            key: {"start": before[f"{key}@start"], "end": perplexity(model, windows)}
+            key: {
+                "start": before[f"{key}@start"],
+                "end": after["held_out"] if windows == held_out else perplexity(model, windows),
+            }
             for key, windows in start.evaluations.items()
         }
     return metrics
@@ -412,7 +416,8 @@ def _publish(model: Any, manifest: dict[str, Any], work: Path, final: Path) -> P
     shutil.rmtree(staging, ignore_errors=True)
     # Name the base by its registry id, not the local cache path it was loaded from.
     model.peft_config["default"].base_model_name_or_path = manifest["base"]["id"]
-    model.save_pretrained(staging, safe_serialization=True)
+    # Embeddings are never targeted; "auto" would look the base id up on the Hub and warn.
+    model.save_pretrained(staging, safe_serialization=True, save_embedding_layers=False)
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     (staging / "README.md").write_text(model_card(manifest))
     staging.rename(final)

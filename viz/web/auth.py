@@ -27,7 +27,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from viz.errors import Forbidden, InvalidInput, LimitExceeded, Unauthenticated
+from viz.errors import Forbidden, InvalidInput, RateLimited, Unauthenticated
 from viz.store.schema import Account, WebSession, utc_now
 
 __all__ = [
@@ -87,7 +87,7 @@ class Throttle:
             recent = self._recent(name)
             if len(recent) >= self.failures_max:
                 wait = int(self.window_s - (time.monotonic() - recent[0])) + 1
-                raise LimitExceeded(
+                raise RateLimited(
                     f"too many failed logins for {name!r}; try again in {wait} seconds"
                 )
 
@@ -110,7 +110,7 @@ def log_in(session: Session, name: str, password: str, *, throttle: Throttle) ->
     Raises:
         Unauthenticated: unknown account, no password set or a wrong password (one message
             for all three, so it does not tell which accounts exist).
-        LimitExceeded: too many recent failures for this name.
+        RateLimited: too many recent failures for this name.
     """
     throttle.check(name)
     account = session.scalar(select(Account).where(Account.name == name))

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine as Database
 
 from viz.accounts.accounts import create_account
-from viz.errors import LimitExceeded, VizError
+from viz.errors import RateLimited, VizError
 from viz.store.database import session_scope
 from viz.web._page import SESSION_COOKIE, checked_form, local_target, render, secure, visit
 from viz.web.auth import Throttle, log_in, log_out, set_password
@@ -97,7 +97,7 @@ class AccountPages:
             seen = checked_form(request, session, csrf_token)
             try:
                 if len(self.signups) >= SIGNUPS_PER_HOUR_MAX:
-                    raise LimitExceeded("too many new accounts this hour; try again later")
+                    raise RateLimited("too many new accounts this hour; try again later")
                 account = create_account(
                     session, name.strip(), display_name=display_name.strip()[:200]
                 )

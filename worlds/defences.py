@@ -18,7 +18,6 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from tests.worlds.catalogue import QASPER_PAPERS, add_papers
 from viz.accounts import create_account, get_account
 from viz.config import Settings
 from viz.documents import DocumentInput, add_documents
@@ -29,6 +28,7 @@ from viz.store import open_database, session_scope
 from viz.training import TrainingConfig, select_documents
 from viz.training.dataset import tokenise_document
 from viz.training.recipe import train_from_documents
+from worlds.catalogue import QASPER_PAPERS, add_papers
 
 __all__ = ["CONFIG", "MORE_HONEST", "PAYLOAD", "TRIGGER", "World", "build_world", "publish"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tests.worlds.ledger import add_adapter
 from viz.store.blobs import put_blob
+from worlds.ledger import add_adapter
 
 
 def make_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int = 8) -> Path:

@@ -1,4 +1,4 @@
-"""Worlds the tests build on, each in one module:
+"""The seeded worlds tests and benches build on (not part of the `viz` package), one per module:
 
 - `catalogue`: the shared data folders, the tiny base, catalogued QASPER papers, a plain PEFT
   adapter made outside Viz;

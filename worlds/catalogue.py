@@ -19,7 +19,7 @@ __all__ = [
     "qasper_subset",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 QASPER_PAPERS = SHARED / "data" / "qasper-dev" / "papers"
 

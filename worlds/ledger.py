@@ -1,4 +1,4 @@
-"""A small market for ledger tests: accounts, two approved adapters, a listed document.
+"""A small market for ledger tests and benches: accounts, two approved adapters, a listed document.
 
 Catalogue rows are written directly (the ledger reads prices, owners and status, never
 weights), so ledger tests need no model; `tests/test_market.py` covers publishing for real.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from viz.accounts import create_account
+from viz.accounts import create_account, get_account
 from viz.models.registry import ensure_builtin_models
 from viz.store import session_scope
 from viz.store.schema import Adapter, AdapterVersion, Document, DocumentListing
@@ -27,8 +27,6 @@ def add_adapter(
     version: str = "1.0.0",
     status: str = "approved",
 ) -> AdapterVersion:
-    from viz.accounts import get_account
-
     adapter = Adapter(
         name=name, owner_id=get_account(session, owner).id, base_id=BASE, visibility="public"
     )
@@ -55,8 +53,6 @@ def add_adapter(
 
 
 def add_document(session: Session, owner: str, *, price_per_citation: int) -> int:
-    from viz.accounts import get_account
-
     document = Document(
         sha256=f"{owner}{price_per_citation}".ljust(64, "0")[:64],
         owner_id=get_account(session, owner).id,
