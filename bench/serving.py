@@ -39,7 +39,7 @@ from viz.models.loading import ensure_cached, load_model  # noqa: E402
 from viz.models.registry import BUILTIN_BASES, builtin_record  # noqa: E402
 from viz.serving import parse_model  # noqa: E402
 from viz.serving.engines.builtin import BuiltinEngine as Engine  # noqa: E402
-from viz.serving.engines.builtin import load_lora  # noqa: E402
+from viz.serving.engines.lora import load_lora  # noqa: E402
 from viz.serving.resolve import resolve  # noqa: E402
 from viz.store import open_database, session_scope  # noqa: E402
 from viz.store.blobs import blob_path, put_blob  # noqa: E402

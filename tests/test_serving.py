@@ -21,7 +21,7 @@ from viz.models.generate import GenerationSettings, TokenStream, chat_prompt_ids
 from viz.models.loading import load_model
 from viz.serving import parse_model
 from viz.serving.engines.builtin import BuiltinEngine as Engine
-from viz.serving.engines.builtin import load_lora
+from viz.serving.engines.lora import load_lora
 from viz.store import open_database, session_scope
 from viz.store.schema import AdapterVersion, UsageEvent
 from worlds.ledger import build_market
@@ -670,7 +670,8 @@ def _folder(api: Api, name: str) -> Path:
 
 
 def test_the_adapter_cache_is_bounded_by_bytes_least_recent_out() -> None:
-    from viz.serving.engines.builtin import AdapterSlots, LoadedAdapter
+    from viz.serving.engines.builtin import AdapterSlots
+    from viz.serving.engines.lora import LoadedAdapter
 
     def adapter(version_id: int, size: int) -> LoadedAdapter:
         return LoadedAdapter(version_id, f"a{version_id}", 8, 2.0, {}, size)

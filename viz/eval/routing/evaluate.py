@@ -28,7 +28,7 @@ from viz.models import get_base_model
 from viz.routing.hierarchy import adapter_tree, walk
 from viz.routing.match import match_query
 from viz.routing.profiles import profile_vector
-from viz.serving.engines.builtin import load_lora
+from viz.serving.engines.lora import load_lora
 from viz.store import open_database, session_scope
 from viz.store.blobs import blob_path
 from viz.store.schema import BaseModel

@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter
+from viz.serving.engines.lora import LoadedAdapter
 
 __all__ = ["AdapterSlots"]
 

@@ -20,8 +20,8 @@ from viz.models.loading import load_model
 from viz.models.memory import measured_bytes
 from viz.routing.hardware import detect_hardware
 from viz.routing.speed import PRECISIONS, Calibration, calibration_path, machine_id
-from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter
 from viz.serving.engines.builtin.multi_lora import LoraBatch, install_hooks
+from viz.serving.engines.lora import LoadedAdapter
 
 __all__ = ["CALIBRATION_TOKENS", "calibrate", "random_adapter", "seconds_per_token"]
 

@@ -27,8 +27,8 @@ from viz.serving.engines import AdapterWeights, EngineLimits
 from viz.serving.engines.builtin.adapter_slots import AdapterSlots
 from viz.serving.engines.builtin.job import Job, Mix
 from viz.serving.engines.builtin.kv_cache import keep_rows, stack
-from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter, load_lora
 from viz.serving.engines.builtin.multi_lora import LoraBatch, install_hooks
+from viz.serving.engines.lora import LoadedAdapter, load_lora
 
 __all__ = ["BuiltinEngine"]
 

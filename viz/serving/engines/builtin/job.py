@@ -11,7 +11,7 @@ from typing import Any
 
 from viz.errors import VizError
 from viz.models.generate import GenerationSettings, TextTracker
-from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter
+from viz.serving.engines.lora import LoadedAdapter
 
 __all__ = ["Job", "Mix"]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from viz.serving.engines.builtin.loaded_adapter import LoadedAdapter
+from viz.serving.engines.lora import LoadedAdapter
 
 __all__ = ["LoraBatch", "install_hooks"]
 
