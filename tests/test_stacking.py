@@ -110,10 +110,11 @@ def test_a_stacked_composition_is_exactly_the_weighted_sum(
 
 def test_a_composition_is_named_by_its_parts_and_written_once(adapters, tmp_path) -> None:
     qv, mlp = loaded(adapters["qv"], 1), loaded(adapters["mlp"], 2)
-    key = composition_key([(qv, 0.7), (mlp, 0.5)])
-    assert key == composition_key([(mlp, 0.5), (qv, 0.7)]), "the order of the sum is irrelevant"
-    assert key != composition_key([(qv, 0.5), (mlp, 0.7)])
+    key = composition_key([(1, 0.7), (2, 0.5)])
+    assert key == composition_key([(2, 0.5), (1, 0.7)]), "the order of the sum is irrelevant"
+    assert key != composition_key([(1, 0.5), (2, 0.7)])
     first = write_stacked(tmp_path, [(qv, 0.7), (mlp, 0.5)], base_id="tiny")
+    assert first.name == key
     stamp = (first / "adapter_model.safetensors").stat().st_mtime_ns
     again = write_stacked(tmp_path, [(mlp, 0.5), (qv, 0.7)], base_id="tiny")
     assert again == first and (again / "adapter_model.safetensors").stat().st_mtime_ns == stamp

@@ -10,6 +10,7 @@ Components never read settings themselves; they take plain arguments.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -75,6 +76,22 @@ class Settings(BaseSettings):
     adapter_cache_bytes_max: int = Field(default=512 * 1024 * 1024, gt=0)
     """Bytes of adapter weights kept resident by `viz serve` (least recently used out first)."""
 
+    serve_engine: Literal["builtin", "vllm"] = "builtin"
+    """What generates behind `viz serve`: Viz's own engine, or vLLM servers (`vllm_urls`)."""
+
+    vllm_urls: list[str] = Field(default_factory=list, max_length=64)
+    """The vLLM OpenAI servers of the vLLM engine, all serving the same base (JSON list)."""
+
+    vllm_adapter_dir: Path | None = None
+    """Where the vLLM engine writes adapters for its servers to read (a shared filesystem
+    at scale); default `<home>/vllm-adapters`."""
+
+    vllm_max_lora_rank: int = Field(default=64, gt=0, le=512)
+    """The servers' `--max-lora-rank`: a composition stacking past it is refused (400)."""
+
+    vllm_adapters_max: int = Field(default=32, gt=0, le=10_000)
+    """Stacked adapters each vLLM server keeps loaded (least recently used unloaded first)."""
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -112,6 +129,11 @@ class Settings(BaseSettings):
     def log_key_path(self) -> Path:
         """The public log's Ed25519 signing key (created on first use, mode 0600)."""
         return self.home / "log" / "signing-key.pem"
+
+    @property
+    def vllm_adapter_dir_resolved(self) -> Path:
+        """Where the vLLM engine writes stacked adapters."""
+        return self.vllm_adapter_dir or self.home / "vllm-adapters"
 
     @property
     def models_dir(self) -> Path:

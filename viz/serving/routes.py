@@ -41,7 +41,8 @@ def api_router(server: Server) -> APIRouter:
                 {"base": base, "precision": precision, "running": e.running, "waiting": e.waiting}
                 for (base, precision), e in server.engines.items()
             ],
-            "adapters_resident": server.adapters.resident(),
+            "engine": server.kind,
+            "adapters_resident": server.adapters.resident() if server.adapters else [],
         }
 
     @router.get("/metrics")

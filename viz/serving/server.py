@@ -17,16 +17,20 @@ from sqlalchemy import Engine as Database
 from viz.config import Settings
 from viz.models.registry import get_base_model
 from viz.routing.hardware import Hardware, detect_hardware
-from viz.serving.engines import AdapterWeights, Engine, open_adapter_cache, open_engine
+from viz.serving.engines import (
+    AdapterWeights,
+    Engine,
+    VllmOptions,
+    open_adapter_cache,
+    open_engine,
+)
 from viz.serving.grounding import Retriever
 from viz.serving.idempotency import Replays
 from viz.serving.resolve import Resolved
 from viz.store.blobs import blob_path
 from viz.store.database import session_scope
 
-__all__ = ["ENGINE_KIND", "Server"]
-
-ENGINE_KIND = "builtin"
+__all__ = ["Server"]
 
 
 @dataclass
@@ -43,7 +47,8 @@ class Server:
 
     def __post_init__(self) -> None:
         self.retriever = Retriever(self.settings, self.database)
-        self.adapters = open_adapter_cache(ENGINE_KIND, self.settings.adapter_cache_bytes_max)
+        self.kind = self.settings.serve_engine
+        self.adapters = open_adapter_cache(self.kind, self.settings.adapter_cache_bytes_max)
         self.requests = Counter(
             "viz_requests",
             "Requests by model part and outcome",
@@ -62,20 +67,28 @@ class Server:
         self.queue = Gauge("viz_queue_waiting", "Requests waiting", registry=self.registry)
 
     def engine(self, base_id: str, precision: str) -> Engine:
-        """The engine of this base and precision, loading the model on first use."""
-        key = (base_id, precision)
+        """The engine of this base and precision, loading the model on first use (vLLM
+        servers serve the base in their own precision: one engine per base)."""
+        key = (base_id, precision if self.kind == "builtin" else "served")
         with self.load_lock:
             if key not in self.engines:
                 with session_scope(self.database) as session:
                     record = get_base_model(session, base_id)
+                settings = self.settings
                 self.engines[key] = open_engine(
-                    ENGINE_KIND,
+                    self.kind,
                     record,
-                    self.settings.models_dir,
+                    settings.models_dir,
                     precision=precision,
-                    batch_max=self.settings.serve_batch_max,
-                    queue_max=self.settings.serve_queue_max,
+                    batch_max=settings.serve_batch_max,
+                    queue_max=settings.serve_queue_max,
                     adapter_cache=self.adapters,
+                    vllm=VllmOptions(
+                        tuple(settings.vllm_urls),
+                        settings.vllm_adapter_dir_resolved,
+                        settings.vllm_max_lora_rank,
+                        settings.vllm_adapters_max,
+                    ),
                 )
             return self.engines[key]
 

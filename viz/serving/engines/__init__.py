@@ -11,7 +11,8 @@ The gateway (`viz.serving`) never imports an engine's machinery: it asks `open_e
     generation.completion_tokens, generation.finish_reason   # "stop", "length", "cancelled"
     generation.cancel()
 
-Implementations: `builtin` (transformers with multi-LoRA forward hooks, continuous batching).
+Implementations: `builtin` (transformers with multi-LoRA forward hooks, continuous batching)
+and `vllm` (vLLM OpenAI servers; compositions stacked into one exact LoRA, see `stacking`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from viz.models.generate import GenerationSettings
 __all__ = [
     "ENGINE_KINDS",
     "AdapterWeights",
+    "VllmOptions",
     "Engine",
     "EngineLimits",
     "Generation",
@@ -34,7 +36,7 @@ __all__ = [
     "open_engine",
 ]
 
-ENGINE_KINDS = ("builtin",)
+ENGINE_KINDS = ("builtin", "vllm")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,16 @@ class EngineLimits:
     precisions: tuple[str, ...]
     batch_max: int  # rows decoded together
     queue_max: int  # requests waiting before `submit` refuses (Overloaded)
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """Where the vLLM engine's servers are and what they take (`Settings.vllm_*`)."""
+
+    urls: tuple[str, ...]
+    adapter_dir: Path
+    rank_max: int
+    adapters_max: int
 
 
 @runtime_checkable
@@ -123,8 +135,11 @@ class Engine(Protocol):
 
 
 def open_adapter_cache(kind: str, bytes_max: int) -> Any:
-    """The resident-adapter cache engines of `kind` share (`resident()` lists its labels)."""
+    """The resident-adapter cache engines of `kind` share (`resident()` lists its labels);
+    None for `vllm`, whose servers hold the adapters."""
     _check_kind(kind)
+    if kind == "vllm":
+        return None
     # deferred: the builtin engine's package pulls in its machinery only when serving starts
     from viz.serving.engines.builtin import AdapterSlots
 
@@ -140,14 +155,32 @@ def open_engine(
     batch_max: int,
     queue_max: int,
     adapter_cache: Any,
+    vllm: VllmOptions | None = None,
 ) -> Engine:
-    """Load base `record` in `precision` and start an engine of `kind` over it.
+    """Load base `record` in `precision` and start an engine of `kind` over it (for `vllm`:
+    connect to the servers in `vllm`, which serve the base in their own precision).
 
     Raises:
-        InvalidInput: an unknown kind or precision.
+        InvalidInput: an unknown kind or precision; for vllm, no server or another base.
         NotFound, StorageCorrupt: the model's files are missing or damaged.
     """
     _check_kind(kind)
+    if kind == "vllm":
+        if vllm is None or not vllm.urls:
+            raise InvalidInput("the vLLM engine needs its servers: add --vllm http://HOST:PORT")
+        # deferred: the client and the stacking need httpx and, to stack, torch
+        from viz.serving.engines.vllm import open_vllm
+
+        return open_vllm(
+            record,
+            models_dir,
+            urls=list(vllm.urls),
+            adapter_dir=vllm.adapter_dir,
+            rank_max=vllm.rank_max,
+            batch_max=batch_max,
+            queue_max=queue_max,
+            adapters_max=vllm.adapters_max,
+        )
     # deferred: loading a model imports torch and transformers, the gateway does not
     from viz.serving.engines.builtin import open_builtin
 

@@ -29,13 +29,13 @@ _PREFIX = "base_model.model."
 COMPOSITION_FILE = "viz-composition.json"  # what the stacked adapter is made of, for people
 
 
-def composition_key(parts: Sequence[tuple[LoadedAdapter, float]]) -> str:
-    """A short stable name for a composition: the same adapters and weights, the same key.
-
-    Order does not matter (the sum does not depend on it); weights are rounded to 6 digits.
+def composition_key(terms: Sequence[tuple[int, float]]) -> str:
+    """A short stable name for a composition of (adapter version id, weight) terms: the same
+    adapters and weights, the same key. Order does not matter (the sum does not depend on it);
+    weights are rounded to 6 digits.
     """
-    terms = sorted(f"{adapter.version_id}:{weight:.6f}" for adapter, weight in parts)
-    return "viz-" + hashlib.sha256("+".join(terms).encode()).hexdigest()[:16]
+    parts = sorted(f"{version_id}:{weight:.6f}" for version_id, weight in terms)
+    return "viz-" + hashlib.sha256("+".join(parts).encode()).hexdigest()[:16]
 
 
 def stack(
@@ -100,7 +100,7 @@ def write_stacked(
     """
     from safetensors.torch import save_file  # deferred: torch is heavy
 
-    folder = out_dir / composition_key(parts)
+    folder = out_dir / composition_key([(a.version_id, weight) for a, weight in parts])
     if (folder / "adapter_config.json").is_file():
         return folder
     tensors, config = stack(parts, base_id=base_id)

@@ -1,0 +1,247 @@
+"""The vLLM engine against a real vLLM server (`scripts/vllm-test-server`, started by `make
+test`; its URL in VIZ_TEST_VLLM_URL): greedy answers word for word the builtin engine's for the
+base, one adapter and a weighted composition, the base alone in a full batch, the rank limit,
+a server that serves another model, and a chat completion through the gateway with the official
+client, metered like the builtin engine's."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import pytest
+from sqlalchemy import select
+
+from viz.accounts import create_api_key, get_account
+from viz.config import Settings
+from viz.errors import InvalidInput
+from viz.ledger import balances, topup
+from viz.models.generate import GenerationSettings, chat_prompt_ids
+from viz.serving.engines import AdapterWeights, Engine, VllmOptions, open_engine
+from viz.serving.engines.vllm import VllmServer, check_served, rendezvous
+from viz.store import open_database, session_scope
+from viz.store.schema import AdapterVersion, UsageEvent
+from worlds.ledger import build_market
+from worlds.serving import make_adapter, register, run_server
+
+pytestmark = pytest.mark.model
+
+VLLM_URL = os.environ.get("VIZ_TEST_VLLM_URL", "")
+needs_vllm = pytest.mark.skipif(
+    not VLLM_URL,
+    reason="no vLLM server: `make test` starts one (scripts/vllm-test-server); "
+    "VIZ_TEST_VLLM=0 skips it",
+)
+GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "Write one sentence about rivers.",
+    "What is two plus two?",
+    "Who wrote Hamlet?",
+]
+
+
+def test_rendezvous_keeps_keys_on_their_server_when_another_goes() -> None:
+    servers = [VllmServer(f"http://10.0.0.{n}:8001") for n in range(1, 5)]
+    keys = [f"viz-{n:04d}" for n in range(200)]
+    first = {key: rendezvous(key, servers)[0].url for key in keys}
+    assert len(set(first.values())) == 4, "keys spread over every server"
+    gone = servers[1].url
+    after = {key: rendezvous(key, [s for s in servers if s.url != gone])[0].url for key in keys}
+    moved = [key for key in keys if first[key] != after[key]]
+    assert moved and all(first[key] == gone for key in moved), "only the lost server's keys move"
+
+
+def test_a_vllm_url_must_be_http() -> None:
+    with pytest.raises(InvalidInput, match="http"):
+        VllmServer("127.0.0.1:8000")
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, smollm2_folder):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("vllm-adapters")
+    return {
+        "qa": make_adapter(smollm2_folder, root / "qa", seed=1),
+        "mt": make_adapter(smollm2_folder, root / "mt", seed=2, rank=4),
+    }
+
+
+def use(folder, version_id: int, weight: float = 1.0) -> AdapterWeights:  # type: ignore[no-untyped-def]
+    return AdapterWeights(
+        version_id,
+        f"{folder.name}@1.0.0",
+        folder / "adapter_model.safetensors",
+        (folder / "adapter_config.json").read_text(),
+        weight,
+    )
+
+
+def open_both(smollm2_record, models_dir, tmp_path) -> tuple[Engine, Engine]:  # type: ignore[no-untyped-def]
+    """The builtin engine and the vLLM engine over the same base."""
+    common = {"precision": "fp32", "batch_max": 8, "queue_max": 16}
+    builtin = open_engine("builtin", smollm2_record, models_dir, adapter_cache=None, **common)  # type: ignore[arg-type]
+    vllm = open_engine(
+        "vllm",
+        smollm2_record,
+        models_dir,
+        adapter_cache=None,
+        vllm=VllmOptions((VLLM_URL,), tmp_path / "stacked", rank_max=64, adapters_max=8),
+        **common,  # type: ignore[arg-type]
+    )
+    return builtin, vllm
+
+
+def answers(engine: Engine, jobs) -> list[str]:  # type: ignore[no-untyped-def]
+    """Submit every (prompt ids, adapters) job at once; their greedy answers in order."""
+    generations = [engine.submit(ids, GREEDY, engine.compose(adapters)) for ids, adapters in jobs]
+    return ["".join(generation.pieces()) for generation in generations]
+
+
+@needs_vllm
+def test_greedy_answers_match_the_builtin_engine_word_for_word(
+    adapters, smollm2_record, models_dir, tmp_path
+) -> None:
+    builtin, vllm = open_both(smollm2_record, models_dir, tmp_path)
+    try:
+        ids = [
+            chat_prompt_ids(
+                builtin.tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512
+            )
+            for q in QUESTIONS[:3]
+        ]
+        qa, mt = adapters["qa"], adapters["mt"]
+        jobs = [
+            (ids[0], []),
+            (ids[1], [use(qa, 1)]),
+            (ids[2], [use(qa, 1, 0.7), use(mt, 2, 0.5)]),
+            (ids[0], [use(mt, 2)]),
+        ]
+        expected, got = answers(builtin, jobs), answers(vllm, jobs)
+    finally:
+        builtin.close(drain_s=5)
+        vllm.close(drain_s=5)
+    assert got == expected
+    assert len(set(expected)) == 4, "the adapters change the answers"
+
+
+@needs_vllm
+def test_a_base_request_in_a_full_batch_answers_as_alone(
+    adapters, smollm2_record, models_dir, tmp_path
+) -> None:
+    """vLLM PRs #48421/#49656: with every LoRA slot taken, a row without an adapter got the
+    last slot's delta; Viz sends base rows with a zero adapter of their own."""
+    _, vllm = open_both(smollm2_record, models_dir, tmp_path)
+    try:
+        ids = [
+            chat_prompt_ids(vllm.tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
+            for q in QUESTIONS
+        ]
+        qa, mt = adapters["qa"], adapters["mt"]
+        alone = answers(vllm, [(ids[0], [])])[0]
+        crowd = [
+            (ids[1], [use(qa, 1)]),
+            (ids[2], [use(mt, 2)]),
+            (ids[3], [use(qa, 1, 0.7), use(mt, 2, 0.5)]),
+            (ids[4], [use(qa, 1, 0.3), use(mt, 2, 0.9)]),
+            (ids[0], []),
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            batched = pool.submit(answers, vllm, crowd).result()
+    finally:
+        vllm.close(drain_s=5)
+    assert batched[-1] == alone
+
+
+@needs_vllm
+def test_a_composition_past_the_servers_rank_is_refused(
+    adapters, smollm2_record, models_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    vllm = open_engine(
+        "vllm",
+        smollm2_record,
+        models_dir,
+        precision="fp32",
+        batch_max=2,
+        queue_max=2,
+        adapter_cache=None,
+        vllm=VllmOptions((VLLM_URL,), tmp_path / "stacked", rank_max=8, adapters_max=8),
+    )
+    try:
+        with pytest.raises(InvalidInput, match=r"rank 12 .*r=8.*r=4.*rank 8 at most"):
+            vllm.compose([use(adapters["qa"], 1), use(adapters["mt"], 2)])
+    finally:
+        vllm.close(drain_s=1)
+
+
+@needs_vllm
+def test_a_server_serving_another_base_is_refused_naming_both(smollm2_folder) -> None:
+    with pytest.raises(InvalidInput, match=r"serves smollm2-135m-instruct, not base other-base"):
+        check_served(VllmServer(VLLM_URL), "other-base", smollm2_folder / "nowhere")
+
+
+@pytest.fixture
+def gateway(tmp_path, adapters, models_dir) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
+    """`viz serve --engine vllm` on a catalogue with qa and mt; bob holds a key and funds."""
+    from viz.app import create_app
+
+    (tmp_path / "models").symlink_to(models_dir, target_is_directory=True)
+    settings = Settings(home=tmp_path, serve_engine="vllm", vllm_urls=[VLLM_URL])
+    database = open_database(settings.database_url_resolved)
+    build_market(database)
+    with session_scope(database) as session:
+        session.execute(AdapterVersion.__table__.update().values(status="rejected"))
+        register(session, settings.blobs_dir, adapters["qa"], "qa-real", "ada")
+        register(session, settings.blobs_dir, adapters["mt"], "mt-real", "carol")
+        topup(session, "bob", 10_000_000, transfer_id="bob-funds")
+        key = create_api_key(session, get_account(session, "bob")).token
+    app = create_app(settings, database)
+    try:
+        with run_server(app) as url:
+            yield url, key, database
+    finally:
+        app.state.server.close()
+        database.dispose()
+
+
+def balance(database, code: str) -> int:  # type: ignore[no-untyped-def]
+    with session_scope(database) as session:
+        return balances(session, code)[0].posted
+
+
+@needs_vllm
+def test_a_paid_chat_completion_through_vllm_is_metered(gateway) -> None:  # type: ignore[no-untyped-def]
+    url, key, database = gateway
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    bob = balance(database, "consumer:bob")
+    response = client.chat.completions.create(
+        model="qa-real:0.7+mt-real:0.5",
+        messages=[{"role": "user", "content": "Name three colours."}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert response.choices[0].message.content
+    usage = response.usage
+    assert usage is not None and 1 <= usage.completion_tokens <= 16
+    with session_scope(database) as session:
+        event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == response.id))
+    assert event is not None and event.tokens_out == usage.completion_tokens
+    assert balance(database, "consumer:bob") == bob - event.charge
+    assert balance(database, "creator:ada") > 0 and balance(database, "creator:carol") > 0
+    chunks = list(
+        client.chat.completions.create(
+            model="qa-real:0.7+mt-real:0.5",
+            messages=[{"role": "user", "content": "Name three colours."}],
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == response.choices[0].message.content
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == usage.completion_tokens
