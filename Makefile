@@ -36,8 +36,12 @@ lint: $(STAMP)
 # Tests run on every core (pytest-xdist, at most 4 workers); a file's tests stay in one worker so
 # each module-scoped world is built once. VIZ_TEST_WORKERS=1 runs them in one process.
 PYTEST := $(BIN)/pytest $(if $(filter 1,$(VIZ_TEST_WORKERS)),,-n $(or $(VIZ_TEST_WORKERS),auto) --maxprocesses 4 --dist loadfile)
-# Debian's chromium for the browser tests (VIZ_TEST_BROWSER=0 skips them).
-test: lint
+# Debian's chromium for the browser tests (VIZ_TEST_BROWSER=0 skips them). A vLLM server for
+# the vLLM engine tests installs and starts in the background meanwhile (VIZ_TEST_VLLM=0 skips
+# them); it is stopped at the end.
+test: $(STAMP)
+	@scripts/vllm-test-server --background
+	@$(MAKE) --no-print-directory lint
 	@browser=$$(scripts/chromium-test-browser | tail -n 1) && \
 	if [ "$$VIZ_TEST_POSTGRES" = "0" ]; then \
 		echo "VIZ_TEST_POSTGRES=0: PostgreSQL storage tests will be skipped"; \
@@ -45,7 +49,7 @@ test: lint
 	else \
 		url=$$(scripts/postgres-test-server | tail -n 1) && \
 		VIZ_TEST_CHROMIUM="$$browser" VIZ_TEST_POSTGRES_URL="$$url" $(PYTEST); \
-	fi
+	fi; status=$$?; scripts/vllm-test-server stop; exit $$status
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo
@@ -63,4 +67,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/continual.py
 
 clean:
-	rm -rf $(VENV) .viz .pytest_cache .ruff_cache
+	rm -rf $(VENV) .vllm-venv .viz .pytest_cache .ruff_cache

@@ -7,8 +7,10 @@ client, metered like the builtin engine's."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -29,12 +31,31 @@ from worlds.serving import make_adapter, register, run_server
 
 pytestmark = pytest.mark.model
 
-VLLM_URL = os.environ.get("VIZ_TEST_VLLM_URL", "")
-needs_vllm = pytest.mark.skipif(
-    not VLLM_URL,
-    reason="no vLLM server: `make test` starts one (scripts/vllm-test-server); "
-    "VIZ_TEST_VLLM=0 skips it",
-)
+VLLM_WAIT_S = float(os.environ.get("VIZ_TEST_VLLM_WAIT_S", "900"))
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def vllm_url() -> str:
+    """The test vLLM server's URL: VIZ_TEST_VLLM_URL, or the one `make test` starts in the
+    background (`scripts/vllm-test-server --background`), waited for; VIZ_TEST_VLLM=0 skips."""
+    if os.environ.get("VIZ_TEST_VLLM") == "0":
+        pytest.skip("VIZ_TEST_VLLM=0: the vLLM engine tests are skipped")
+    if os.environ.get("VIZ_TEST_VLLM_URL"):
+        return os.environ["VIZ_TEST_VLLM_URL"]
+    url_file, failed = REPO / ".viz/vllm-test-server.url", REPO / ".viz/vllm-test-server.failed"
+    if not (REPO / ".viz/vllm-test-server.setup.log").exists() and not url_file.exists():
+        pytest.skip("no vLLM server: run scripts/vllm-test-server (make test starts one)")
+    deadline = time.monotonic() + VLLM_WAIT_S
+    while time.monotonic() < deadline:
+        if url_file.exists():
+            return url_file.read_text().strip()
+        if failed.exists():
+            pytest.fail(f"the test vLLM server did not start:\n{failed.read_text()}")
+        time.sleep(1)
+    pytest.fail(f"the test vLLM server was not ready within {VLLM_WAIT_S:.0f} s")
+
+
 GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
 QUESTIONS = [
     "What is the capital of France?",
@@ -80,7 +101,7 @@ def use(folder, version_id: int, weight: float = 1.0) -> AdapterWeights:  # type
     )
 
 
-def open_both(smollm2_record, models_dir, tmp_path) -> tuple[Engine, Engine]:  # type: ignore[no-untyped-def]
+def open_both(smollm2_record, models_dir, tmp_path, vllm_url: str) -> tuple[Engine, Engine]:  # type: ignore[no-untyped-def]
     """The builtin engine and the vLLM engine over the same base."""
     common = {"precision": "fp32", "batch_max": 8, "queue_max": 16}
     builtin = open_engine("builtin", smollm2_record, models_dir, adapter_cache=None, **common)  # type: ignore[arg-type]
@@ -89,7 +110,7 @@ def open_both(smollm2_record, models_dir, tmp_path) -> tuple[Engine, Engine]:  #
         smollm2_record,
         models_dir,
         adapter_cache=None,
-        vllm=VllmOptions((VLLM_URL,), tmp_path / "stacked", rank_max=64, adapters_max=8),
+        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=64, adapters_max=8),
         **common,  # type: ignore[arg-type]
     )
     return builtin, vllm
@@ -101,11 +122,10 @@ def answers(engine: Engine, jobs) -> list[str]:  # type: ignore[no-untyped-def]
     return ["".join(generation.pieces()) for generation in generations]
 
 
-@needs_vllm
 def test_greedy_answers_match_the_builtin_engine_word_for_word(
-    adapters, smollm2_record, models_dir, tmp_path
+    adapters, vllm_url, smollm2_record, models_dir, tmp_path
 ) -> None:
-    builtin, vllm = open_both(smollm2_record, models_dir, tmp_path)
+    builtin, vllm = open_both(smollm2_record, models_dir, tmp_path, vllm_url)
     try:
         ids = [
             chat_prompt_ids(
@@ -128,13 +148,12 @@ def test_greedy_answers_match_the_builtin_engine_word_for_word(
     assert len(set(expected)) == 4, "the adapters change the answers"
 
 
-@needs_vllm
 def test_a_base_request_in_a_full_batch_answers_as_alone(
-    adapters, smollm2_record, models_dir, tmp_path
+    adapters, vllm_url, smollm2_record, models_dir, tmp_path
 ) -> None:
     """vLLM PRs #48421/#49656: with every LoRA slot taken, a row without an adapter got the
     last slot's delta; Viz sends base rows with a zero adapter of their own."""
-    _, vllm = open_both(smollm2_record, models_dir, tmp_path)
+    _, vllm = open_both(smollm2_record, models_dir, tmp_path, vllm_url)
     try:
         ids = [
             chat_prompt_ids(vllm.tokenizer, [{"role": "user", "content": q}], prompt_tokens_max=512)
@@ -156,9 +175,8 @@ def test_a_base_request_in_a_full_batch_answers_as_alone(
     assert batched[-1] == alone
 
 
-@needs_vllm
 def test_a_composition_past_the_servers_rank_is_refused(
-    adapters, smollm2_record, models_dir, tmp_path
+    adapters, vllm_url, smollm2_record, models_dir, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     vllm = open_engine(
         "vllm",
@@ -168,7 +186,7 @@ def test_a_composition_past_the_servers_rank_is_refused(
         batch_max=2,
         queue_max=2,
         adapter_cache=None,
-        vllm=VllmOptions((VLLM_URL,), tmp_path / "stacked", rank_max=8, adapters_max=8),
+        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=8, adapters_max=8),
     )
     try:
         with pytest.raises(InvalidInput, match=r"rank 12 .*r=8.*r=4.*rank 8 at most"):
@@ -177,19 +195,18 @@ def test_a_composition_past_the_servers_rank_is_refused(
         vllm.close(drain_s=1)
 
 
-@needs_vllm
-def test_a_server_serving_another_base_is_refused_naming_both(smollm2_folder) -> None:
+def test_a_server_serving_another_base_is_refused_naming_both(vllm_url, smollm2_folder) -> None:
     with pytest.raises(InvalidInput, match=r"serves smollm2-135m-instruct, not base other-base"):
-        check_served(VllmServer(VLLM_URL), "other-base", smollm2_folder / "nowhere")
+        check_served(VllmServer(vllm_url), "other-base", smollm2_folder / "nowhere")
 
 
 @pytest.fixture
-def gateway(tmp_path, adapters, models_dir) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
+def gateway(tmp_path, adapters, models_dir, vllm_url) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
     """`viz serve --engine vllm` on a catalogue with qa and mt; bob holds a key and funds."""
     from viz.app import create_app
 
     (tmp_path / "models").symlink_to(models_dir, target_is_directory=True)
-    settings = Settings(home=tmp_path, serve_engine="vllm", vllm_urls=[VLLM_URL])
+    settings = Settings(home=tmp_path, serve_engine="vllm", vllm_urls=[vllm_url])
     database = open_database(settings.database_url_resolved)
     build_market(database)
     with session_scope(database) as session:
@@ -212,7 +229,6 @@ def balance(database, code: str) -> int:  # type: ignore[no-untyped-def]
         return balances(session, code)[0].posted
 
 
-@needs_vllm
 def test_a_paid_chat_completion_through_vllm_is_metered(gateway) -> None:  # type: ignore[no-untyped-def]
     url, key, database = gateway
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)

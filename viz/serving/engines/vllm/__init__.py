@@ -84,7 +84,7 @@ def check_served(server: VllmServer, base_id: str, folder: Path) -> ServedModel:
     Raises:
         InvalidInput: the server serves another model, or other weights under that name.
     """
-    served = server.served()
+    served = [model for model in server.served() if model.parent is None]  # bases, no LoRAs
     base = next((m for m in served if m.name == base_id or Path(m.root) == folder), None)
     if base is None:
         raise InvalidInput(

@@ -43,6 +43,7 @@ class ServedModel:
     name: str  # the name requests use (--served-model-name)
     root: str  # the folder or hub id it loaded
     max_model_len: int | None
+    parent: str | None = None  # a LoRA adapter's base; None for a base model
 
 
 class VllmServer:
@@ -72,7 +73,12 @@ class VllmServer:
         """The models the server lists: its base first, then the LoRA adapters it has loaded."""
         body = self._json("GET", "/v1/models", timeout=HEALTH_TIMEOUT_S * 5)
         return [
-            ServedModel(row["id"], str(row.get("root") or row["id"]), row.get("max_model_len"))
+            ServedModel(
+                row["id"],
+                str(row.get("root") or row["id"]),
+                row.get("max_model_len"),
+                row.get("parent"),
+            )
             for row in body.get("data", [])
         ]
 
