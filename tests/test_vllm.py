@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from sqlalchemy import select
 
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
-from viz.errors import InvalidInput
+from viz.errors import InvalidInput, Overloaded
 from viz.ledger import balances, topup
 from viz.models.generate import GenerationSettings, chat_prompt_ids
 from viz.serving.engines import AdapterWeights, Engine, VllmOptions, open_engine
@@ -200,6 +201,82 @@ def test_a_server_serving_another_base_is_refused_naming_both(vllm_url, smollm2_
         check_served(VllmServer(vllm_url), "other-base", smollm2_folder / "nowhere")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_dead_server_is_skipped_and_requests_fail_over_before_the_first_token(
+    adapters, vllm_url, smollm2_record, models_dir, tmp_path
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a server that died
+    options = VllmOptions((dead, vllm_url), tmp_path / "stacked", rank_max=64, adapters_max=8)
+    common = {"precision": "fp32", "batch_max": 4, "queue_max": 4, "adapter_cache": None}
+    engine = open_engine("vllm", smollm2_record, models_dir, vllm=options, **common)  # type: ignore[arg-type]
+    alone = open_engine(
+        "vllm",
+        smollm2_record,
+        models_dir,
+        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=64, adapters_max=8),
+        **common,  # type: ignore[arg-type]
+    )
+    try:
+        ids = chat_prompt_ids(
+            engine.tokenizer, [{"role": "user", "content": QUESTIONS[0]}], prompt_tokens_max=512
+        )
+        engine._failed_until.clear()  # as if the dead server's pause had run out
+        jobs = [(ids, [use(adapters["qa"], 1, w)]) for w in (0.25, 0.5, 0.75, 1.0)]
+        assert answers(engine, jobs) == answers(alone, jobs)
+        assert engine.counts.get((dead, "errors"), 0) >= 1, "some keys were placed on it first"
+        assert engine.counts[(vllm_url, "requests")] == 4
+    finally:
+        engine.close(drain_s=5)
+        alone.close(drain_s=5)
+    with pytest.raises(Overloaded, match="no vLLM server answers"):
+        open_engine(
+            "vllm",
+            smollm2_record,
+            models_dir,
+            vllm=VllmOptions((dead,), tmp_path / "stacked", rank_max=64, adapters_max=8),
+            **common,  # type: ignore[arg-type]
+        )
+
+
+def test_a_cancelled_generation_stops_upstream_and_keeps_its_count(
+    vllm_url, smollm2_record, models_dir, tmp_path
+) -> None:
+    engine = open_engine(
+        "vllm",
+        smollm2_record,
+        models_dir,
+        precision="fp32",
+        batch_max=2,
+        queue_max=2,
+        adapter_cache=None,
+        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=64, adapters_max=8),
+    )
+    try:
+        ids = chat_prompt_ids(
+            engine.tokenizer,
+            [{"role": "user", "content": "Tell me a long story."}],
+            prompt_tokens_max=512,
+        )
+        settings = GenerationSettings(max_tokens=500, temperature=0.8, seed=1)
+        generation = engine.submit(ids, settings, engine.compose([]))
+        pieces = generation.pieces()
+        assert next(pieces)
+        generation.cancel()
+        rest = "".join(pieces)
+        assert generation.finish_reason == "cancelled"
+        assert 1 <= generation.completion_tokens < 500
+        assert isinstance(rest, str)
+    finally:
+        engine.close(drain_s=5)
+
+
 @pytest.fixture
 def gateway(tmp_path, adapters, models_dir, vllm_url) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
     """`viz serve --engine vllm` on a catalogue with qa and mt; bob holds a key and funds."""
@@ -229,7 +306,7 @@ def balance(database, code: str) -> int:  # type: ignore[no-untyped-def]
         return balances(session, code)[0].posted
 
 
-def test_a_paid_chat_completion_through_vllm_is_metered(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_a_paid_chat_completion_through_vllm_is_metered(gateway, vllm_url) -> None:  # type: ignore[no-untyped-def]
     url, key, database = gateway
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
     bob = balance(database, "consumer:bob")
@@ -261,3 +338,8 @@ def test_a_paid_chat_completion_through_vllm_is_metered(gateway) -> None:  # typ
     assert text == response.choices[0].message.content
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == usage.completion_tokens
+    metrics = httpx.get(f"{url}/metrics").text
+    assert (
+        f'viz_engine_events_total{{engine="vllm",event="requests",server="{vllm_url}"}} 2.0'
+        in metrics
+    )

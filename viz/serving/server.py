@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from sqlalchemy import Engine as Database
 
 from viz.config import Settings
@@ -65,6 +66,7 @@ class Server:
             registry=self.registry,
         )
         self.queue = Gauge("viz_queue_waiting", "Requests waiting", registry=self.registry)
+        self.registry.register(_EngineEvents(self))
 
     def engine(self, base_id: str, precision: str) -> Engine:
         """The engine of this base and precision, loading the model on first use (vLLM
@@ -117,3 +119,22 @@ class Server:
         for engine in self.engines.values():
             engine.close(drain_s=self.settings.serve_drain_s)
         self.retriever.close()
+
+
+class _EngineEvents:
+    """Prometheus collector: what each engine server did (vLLM servers: requests, errors,
+    adapter loads), read from the engines' own counts when /metrics is scraped."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "viz_engine_events",
+            "Engine server events (requests, errors, adapter loads)",
+            labels=["engine", "server", "event"],
+        )
+        for engine in list(self.server.engines.values()):
+            for (where, event), count in dict(getattr(engine, "counts", {})).items():
+                family.add_metric([self.server.kind, where, event], count)
+        yield family

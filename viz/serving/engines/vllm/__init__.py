@@ -8,6 +8,7 @@ placement by rendezvous hashing, fail-over before the first token, vLLM's usage 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from viz.serving.engines.vllm.engine import (
     rendezvous,
     write_zero_adapter,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EngineUnavailable",
@@ -49,7 +52,7 @@ def open_vllm(
 
     Raises:
         InvalidInput: no URL, or a server serves another model.
-        EngineUnavailable: a server cannot be reached.
+        EngineUnavailable: no server can be reached (one that cannot is skipped until it can).
     """
     # deferred: the tokenizer and the model cache import transformers
     from viz.models.loading import ensure_cached
@@ -59,11 +62,19 @@ def open_vllm(
         raise InvalidInput("the vLLM engine needs at least one server: add --vllm http://HOST:PORT")
     folder = ensure_cached(record, models_dir)
     servers = [VllmServer(url) for url in urls]
-    names = {check_served(server, record.id, folder).name for server in servers}
+    names, down = set(), []
+    for server in servers:  # one server down must not keep the gateway from starting
+        try:
+            names.add(check_served(server, record.id, folder).name)
+        except EngineUnavailable as error:
+            down.append(server.url)
+            log.warning("%s; it is skipped until it answers", error.message)
+    if len(down) == len(servers):
+        raise EngineUnavailable(f"no vLLM server answers ({', '.join(down)}): start them first")
     if len(names) > 1:
         raise InvalidInput(f"the vLLM servers name the base differently ({sorted(names)})")
     adapter_dir.mkdir(parents=True, exist_ok=True)
-    return VllmEngine(
+    engine = VllmEngine(
         base_id=record.id,
         tokenizer=load_tokenizer(folder),
         servers=servers,
@@ -75,6 +86,9 @@ def open_vllm(
         adapters_max=adapters_max,
         zero_adapter=write_zero_adapter(adapter_dir, folder, record.id),
     )
+    for url in down:
+        engine.pause(url)
+    return engine
 
 
 def check_served(server: VllmServer, base_id: str, folder: Path) -> ServedModel:

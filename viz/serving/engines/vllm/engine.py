@@ -211,6 +211,10 @@ class VllmEngine:
         for server in self.servers:
             server.close()
 
+    def pause(self, url: str) -> None:
+        """Skip server `url` for FAILED_SERVER_PAUSE_S (it failed; its keys move meanwhile)."""
+        self._failed_until[url] = time.monotonic() + FAILED_SERVER_PAUSE_S
+
     # --- one request ------------------------------------------------------------------------
 
     def _body(
@@ -256,7 +260,7 @@ class VllmEngine:
                 return
             except EngineUnavailable as error:
                 self._count(server.url, "errors")
-                self._failed_until[server.url] = time.monotonic() + FAILED_SERVER_PAUSE_S
+                self.pause(server.url)
                 if generation.first_token_at is not None:
                     raise  # text was sent: the gateway settles what was sent, no retry
                 last = error
@@ -287,7 +291,7 @@ class VllmEngine:
             generation.finish_reason = "cancelled"
         elif generation.finish_reason is None:
             raise EngineUnavailable(f"vLLM server {server.url} ended the stream without finishing")
-        self._count(server.url, "tokens")
+        self._count(server.url, "completion_tokens", generation.completion_tokens)
 
     def _ensure_loaded(self, server: VllmServer, stacked: Stacked) -> None:
         """Load the stacked adapter on `server` if it does not have it; unload the least
@@ -311,9 +315,9 @@ class VllmEngine:
         for name in evicted:
             server.unload_adapter(name)
 
-    def _count(self, server: str, what: str) -> None:
+    def _count(self, server: str, what: str, amount: int = 1) -> None:
         with self._lock:
-            self.counts[(server, what)] = self.counts.get((server, what), 0) + 1
+            self.counts[(server, what)] = self.counts.get((server, what), 0) + amount
 
 
 def _rank(adapter: AdapterWeights) -> int:
