@@ -62,6 +62,8 @@ bench: $(STAMP)
 	url=$$(scripts/postgres-test-server | tail -n 1); \
 		VIZ_TEST_POSTGRES_URL="$$url" $(BIN)/python bench/ledger.py
 	$(BIN)/python bench/serving.py
+	url=$$(scripts/vllm-test-server | tail -n 1); \
+		VIZ_TEST_VLLM_URL="$$url" $(BIN)/python bench/engines.py; scripts/vllm-test-server stop
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/continual.py

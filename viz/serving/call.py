@@ -194,6 +194,12 @@ def begin(
         resolved, route = _resolve(server, session, body, account, messages, prompt, options)
         session.flush()
         session.expunge(account)
+    if server.kind == "vllm" and resolved.precision == "nf4" and resolved.uses and not route:
+        raise InvalidInput(
+            f"{' + '.join(use.label for use in resolved.uses)} was trained on an NF4 base "
+            "(QLoRA) and is served on NF4 weights only; this gateway's vLLM servers serve the "
+            "base unquantised: use a gateway on the builtin engine for it"
+        )
     engine = server.engine(resolved.base_id, resolved.precision)
     grounding = None
     if body.viz.rag is not None:
