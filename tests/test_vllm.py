@@ -83,6 +83,39 @@ def test_a_vllm_url_must_be_http() -> None:
         VllmServer("127.0.0.1:8000")
 
 
+def test_stacked_adapters_on_disk_are_bounded_least_recently_used_first(
+    tiny_model_folder, tmp_path
+) -> None:
+    from viz.serving.engines.vllm import VllmEngine
+    from worlds.catalogue import make_tiny_adapter
+
+    engine = VllmEngine(
+        base_id="tiny",
+        tokenizer=None,
+        servers=[],
+        served_name="tiny",
+        adapter_dir=tmp_path / "stacked",
+        rank_max=64,
+        batch_max=1,
+        queue_max=1,
+        adapters_max=1,
+        zero_adapter=tmp_path / "stacked" / "viz-zero",
+    )
+    assert engine.folders_max == 2
+    folder = make_tiny_adapter(tiny_model_folder, tmp_path / "lora", seed=1)
+    keys = []
+    for weight in (0.1, 0.2, 0.3):
+        keys.append(engine.compose([use(folder, 1, weight)]).key)
+        time.sleep(0.01)
+    # two kept: 0.1, the oldest, went when 0.3 came
+    assert sorted(f.name for f in (tmp_path / "stacked").glob("viz-*")) == sorted(keys[1:])
+    engine.compose([use(folder, 1, 0.2)])  # used again: now the most recent
+    time.sleep(0.01)
+    engine.compose([use(folder, 1, 0.1)])  # written again: 0.3 is the least recently used
+    left = sorted(f.name for f in (tmp_path / "stacked").glob("viz-*"))
+    assert left == sorted([keys[0], keys[1]])
+
+
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, smollm2_folder):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("vllm-adapters")

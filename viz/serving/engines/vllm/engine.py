@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import queue
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -123,6 +125,8 @@ class VllmEngine:
         self.base_id, self.tokenizer, self.servers = base_id, tokenizer, list(servers)
         self.served_name, self.adapter_dir = served_name, adapter_dir
         self.rank_max, self.adapters_max, self.zero_adapter = rank_max, adapters_max, zero_adapter
+        # stacked adapters kept on disk: what every server may have loaded, and as many again
+        self.folders_max = 2 * adapters_max * max(1, len(servers))
         # the precision is the servers' own (vLLM --dtype, --quantization), not the gateway's
         self._limits = EngineLimits(rank_max, ("served",), batch_max, queue_max)
         self._lock = threading.Lock()
@@ -167,10 +171,28 @@ class VllmEngine:
             )
         key = composition_key([(adapter.version_id, adapter.weight) for adapter in adapters])
         folder = self.adapter_dir / key
-        if not (folder / "adapter_config.json").is_file():  # written once per composition
+        if (folder / "adapter_config.json").is_file():  # written once per composition
+            os.utime(folder)  # recently used: the last to be pruned
+        else:
             parts = [(_read(adapter), adapter.weight) for adapter in adapters]
             folder = write_stacked(self.adapter_dir, parts, base_id=self.base_id)
+            self._prune()
         return Stacked(key, folder, sum(ranks), labels)
+
+    def _prune(self) -> None:
+        """Keep at most `folders_max` stacked adapters on disk: delete the least recently used
+        that no server has loaded (the zero adapter stays)."""
+        with self._lock:
+            loaded = {name for names in self._loaded.values() for name in names}
+        folders = [
+            f for f in self.adapter_dir.glob("viz-*") if f.is_dir() and f.name != ZERO_ADAPTER
+        ]
+        if len(folders) <= self.folders_max:
+            return
+        folders.sort(key=lambda f: f.stat().st_mtime_ns)
+        for folder in folders[: len(folders) - self.folders_max]:
+            if folder.name not in loaded:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def submit(
         self,
