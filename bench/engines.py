@@ -33,7 +33,7 @@ from viz.models.generate import GenerationSettings, TokenStream, chat_prompt_ids
 from viz.models.loading import ensure_cached, load_model  # noqa: E402
 from viz.models.registry import BUILTIN_BASES, builtin_record  # noqa: E402
 from viz.serving.engines import AdapterWeights, VllmOptions, open_engine  # noqa: E402
-from worlds.serving import make_adapter  # noqa: E402
+from worlds.serving import make_adapter, peft_composition  # noqa: E402
 
 ADAPTERS, ZIPF_S, COMPOSED = 20, 1.1, 0.3
 LEVELS = (1, 8, 32)
@@ -180,25 +180,12 @@ def _run(engine: Any, jobs: list, settings: GenerationSettings, level: int = 1) 
 
 def _naive(record: Any, models: Path, requests: list, settings: GenerationSettings) -> float:
     """Tokens/s of one request at a time on a fresh PEFT model holding its adapters."""
-    from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
-
     tokens, started = 0, time.perf_counter()
     for i, mix in enumerate(requests):
         loaded = load_model(record, models)
-        folders = [(a.weights_path.parent, a.weight) for a in mix]
-        (first, _), *rest = folders
-        model = PeftModel.from_pretrained(loaded.model, first, adapter_name=first.name)
-        for folder, _ in rest:
-            model.load_adapter(folder, adapter_name=folder.name)
-        model.base_model.set_adapter([folder.name for folder, _ in folders])
-        for module in model.modules():
-            if isinstance(module, LoraLayer):
-                for folder, weight in folders:
-                    if folder.name in module.scaling:
-                        module.scaling[folder.name] *= weight
+        model = peft_composition(loaded.model, [(a.weights_path.parent, a.weight) for a in mix])
         stream = TokenStream(
-            model.eval(), loaded.tokenizer, _prompt(loaded.tokenizer, QUESTIONS[i % 8]), settings
+            model, loaded.tokenizer, _prompt(loaded.tokenizer, QUESTIONS[i % 8]), settings
         )
         "".join(stream)
         tokens += stream.completion_tokens

@@ -25,7 +25,7 @@ from viz.serving.engines.lora import load_lora
 from viz.store import open_database, session_scope
 from viz.store.schema import AdapterVersion, UsageEvent
 from worlds.ledger import build_market
-from worlds.serving import make_adapter, register, run_server
+from worlds.serving import make_adapter, peft_composition, register, run_server
 
 pytestmark = pytest.mark.model
 
@@ -51,21 +51,7 @@ def lora(folder: Path, version_id: int):  # type: ignore[no-untyped-def]
 
 def peft_answer(smollm2_record, models_dir, folders_weights, prompt_ids) -> str:  # type: ignore[no-untyped-def]
     """Greedy answer of plain PEFT with these adapters active, each scaled by its weight."""
-    from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
-
-    base = load_model(smollm2_record, models_dir).model
-    (first, _), *rest = folders_weights
-    model = PeftModel.from_pretrained(base, first, adapter_name=first.name)
-    for folder, _ in rest:
-        model.load_adapter(folder, adapter_name=folder.name)
-    model.base_model.set_adapter([folder.name for folder, _ in folders_weights])
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            for folder, weight in folders_weights:
-                if folder.name in module.scaling:
-                    module.scaling[folder.name] *= weight
-    model.eval()
+    model = peft_composition(load_model(smollm2_record, models_dir).model, folders_weights)
     stream = TokenStream(
         model, load_model(smollm2_record, models_dir).tokenizer, prompt_ids, GREEDY
     )

@@ -13,6 +13,7 @@ from viz.errors import InvalidInput
 from viz.serving.engines.lora import load_lora
 from viz.serving.engines.stacking import COMPOSITION_FILE, composition_key, write_stacked
 from worlds.catalogue import make_tiny_adapter
+from worlds.serving import peft_composition
 
 
 def peft_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int, **options) -> Path:  # type: ignore[no-untyped-def]
@@ -38,23 +39,11 @@ def loaded(folder: Path, version_id: int):  # type: ignore[no-untyped-def]
 
 def peft_logits(base_folder: Path, folders_weights, ids):  # type: ignore[no-untyped-def]
     """Logits of plain PEFT with these adapters all active, each scaling times its weight."""
-    from peft import PeftModel
-    from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_folder)
-    (first, _), *rest = folders_weights
-    model = PeftModel.from_pretrained(base, first, adapter_name=first.name)
-    for folder, _ in rest:
-        model.load_adapter(folder, adapter_name=folder.name)
-    model.base_model.set_adapter([folder.name for folder, _ in folders_weights])
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            for folder, weight in folders_weights:
-                if folder.name in module.scaling:
-                    module.scaling[folder.name] *= weight
+    model = peft_composition(AutoModelForCausalLM.from_pretrained(base_folder), folders_weights)
     with torch.no_grad():
-        return model.eval()(ids).logits
+        return model(ids).logits
 
 
 @pytest.fixture

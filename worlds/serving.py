@@ -42,6 +42,25 @@ def make_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int = 8) -
     return folder
 
 
+def peft_composition(base: Any, folders_weights: list[tuple[Path, float]]) -> Any:
+    """Plain PEFT over `base` with these adapters all active, each one's scaling multiplied by
+    its weight: the reference a weighted composition must equal."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    (first, _), *rest = folders_weights
+    model = PeftModel.from_pretrained(base, first, adapter_name=first.name)
+    for folder, _ in rest:
+        model.load_adapter(folder, adapter_name=folder.name)
+    model.base_model.set_adapter([folder.name for folder, _ in folders_weights])
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for folder, weight in folders_weights:
+                if folder.name in module.scaling:
+                    module.scaling[folder.name] *= weight
+    return model.eval()
+
+
 def register(
     session: Session,
     blobs_dir: Path,

@@ -17,12 +17,13 @@ and `vllm` (vLLM OpenAI servers; compositions stacked into one exact LoRA, see `
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import queue
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from viz.errors import InvalidInput
+from viz.errors import InvalidInput, VizError
 from viz.models.generate import GenerationSettings
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Generation",
     "open_adapter_cache",
     "open_engine",
+    "read_events",
 ]
 
 ENGINE_KINDS = ("builtin", "vllm")
@@ -192,6 +194,31 @@ def open_engine(
         queue_max=queue_max,
         slots=adapter_cache,
     )
+
+
+def read_events(
+    events: queue.Queue[tuple[str, str]],
+    timeout_s: float,
+    cancel: Callable[[], None],
+    failure: Callable[[], VizError | None],
+) -> Iterator[str]:
+    """A generation's text from the queue its engine fills with ("text", piece), ("error", "")
+    or ("end", ""): what `Generation.pieces()` yields; cancels and raises when nothing comes
+    for `timeout_s`, raises `failure()` on an error."""
+    while True:
+        try:
+            kind, payload = events.get(timeout=timeout_s)
+        except queue.Empty:
+            cancel()
+            raise VizError(f"generation produced nothing for {timeout_s:.0f} s") from None
+        if kind == "text":
+            yield payload
+        elif kind == "error":
+            error = failure()
+            assert error is not None
+            raise error
+        else:
+            return
 
 
 def _check_kind(kind: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from viz.errors import VizError
 from viz.models.generate import GenerationSettings, TextTracker
+from viz.serving.engines import read_events
 from viz.serving.engines.lora import LoadedAdapter
 
 __all__ = ["Job", "Mix"]
@@ -55,16 +56,4 @@ class Job:
 
     def pieces(self, timeout_s: float = 600.0) -> Iterator[str]:
         """Text as it is generated; returns when the job ends, raises its error if it failed."""
-        while True:
-            try:
-                kind, payload = self._events.get(timeout=timeout_s)
-            except queue.Empty:
-                self.cancel()
-                raise VizError(f"generation produced nothing for {timeout_s:.0f} s") from None
-            if kind == "text":
-                yield payload
-            elif kind == "error":
-                assert self.error is not None
-                raise self.error
-            else:
-                return
+        return read_events(self._events, timeout_s, self.cancel, lambda: self.error)

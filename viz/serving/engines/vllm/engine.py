@@ -31,7 +31,7 @@ from typing import Any
 
 from viz.errors import InvalidInput, Overloaded, VizError
 from viz.models.generate import GenerationSettings
-from viz.serving.engines import AdapterWeights, EngineLimits
+from viz.serving.engines import AdapterWeights, EngineLimits, read_events
 from viz.serving.engines.lora import load_lora
 from viz.serving.engines.stacking import composition_key, write_stacked
 from viz.serving.engines.vllm.client import EngineUnavailable, VllmServer
@@ -90,19 +90,7 @@ class VllmGeneration:
 
     def pieces(self, timeout_s: float = 600.0) -> Iterator[str]:
         """Text as it is generated; returns when the generation ends, raises its error."""
-        while True:
-            try:
-                kind, payload = self._events.get(timeout=timeout_s)
-            except queue.Empty:
-                self.cancel()
-                raise VizError(f"generation produced nothing for {timeout_s:.0f} s") from None
-            if kind == "text":
-                yield payload
-            elif kind == "error":
-                assert self.error is not None
-                raise self.error
-            else:
-                return
+        return read_events(self._events, timeout_s, self.cancel, lambda: self.error)
 
 
 class VllmEngine:
