@@ -135,19 +135,32 @@ def use(folder, version_id: int, weight: float = 1.0) -> AdapterWeights:  # type
     )
 
 
+def open_vllm(record, models_dir, tmp_path, *urls: str, rank_max: int = 64, batch_max: int = 8):  # type: ignore[no-untyped-def]
+    """The vLLM engine over `urls` (stacked adapters in tmp_path/stacked)."""
+    return open_engine(
+        "vllm",
+        record,
+        models_dir,
+        precision="fp32",
+        batch_max=batch_max,
+        queue_max=2 * batch_max,
+        adapter_cache=None,
+        vllm=VllmOptions(urls, tmp_path / "stacked", rank_max=rank_max, adapters_max=8),
+    )
+
+
 def open_both(smollm2_record, models_dir, tmp_path, vllm_url: str) -> tuple[Engine, Engine]:  # type: ignore[no-untyped-def]
     """The builtin engine and the vLLM engine over the same base."""
-    common = {"precision": "fp32", "batch_max": 8, "queue_max": 16}
-    builtin = open_engine("builtin", smollm2_record, models_dir, adapter_cache=None, **common)  # type: ignore[arg-type]
-    vllm = open_engine(
-        "vllm",
+    builtin = open_engine(
+        "builtin",
         smollm2_record,
         models_dir,
+        precision="fp32",
+        batch_max=8,
+        queue_max=16,
         adapter_cache=None,
-        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=64, adapters_max=8),
-        **common,  # type: ignore[arg-type]
     )
-    return builtin, vllm
+    return builtin, open_vllm(smollm2_record, models_dir, tmp_path, vllm_url)
 
 
 def answers(engine: Engine, jobs) -> list[str]:  # type: ignore[no-untyped-def]
@@ -212,16 +225,7 @@ def test_a_base_request_in_a_full_batch_answers_as_alone(
 def test_a_composition_past_the_servers_rank_is_refused(
     adapters, vllm_url, smollm2_record, models_dir, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    vllm = open_engine(
-        "vllm",
-        smollm2_record,
-        models_dir,
-        precision="fp32",
-        batch_max=2,
-        queue_max=2,
-        adapter_cache=None,
-        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=8, adapters_max=8),
-    )
+    vllm = open_vllm(smollm2_record, models_dir, tmp_path, vllm_url, rank_max=8, batch_max=2)
     try:
         with pytest.raises(InvalidInput, match=r"rank 12 .*r=8.*r=4.*rank 8 at most"):
             vllm.compose([use(adapters["qa"], 1), use(adapters["mt"], 2)])
@@ -246,16 +250,8 @@ def test_a_dead_server_is_skipped_and_requests_fail_over_before_the_first_token(
     adapters, vllm_url, smollm2_record, models_dir, tmp_path
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a server that died
-    options = VllmOptions((dead, vllm_url), tmp_path / "stacked", rank_max=64, adapters_max=8)
-    common = {"precision": "fp32", "batch_max": 4, "queue_max": 4, "adapter_cache": None}
-    engine = open_engine("vllm", smollm2_record, models_dir, vllm=options, **common)  # type: ignore[arg-type]
-    alone = open_engine(
-        "vllm",
-        smollm2_record,
-        models_dir,
-        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=64, adapters_max=8),
-        **common,  # type: ignore[arg-type]
-    )
+    engine = open_vllm(smollm2_record, models_dir, tmp_path, dead, vllm_url, batch_max=4)
+    alone = open_vllm(smollm2_record, models_dir, tmp_path, vllm_url, batch_max=4)
     try:
         ids = chat_prompt_ids(
             engine.tokenizer, [{"role": "user", "content": QUESTIONS[0]}], prompt_tokens_max=512
@@ -269,28 +265,13 @@ def test_a_dead_server_is_skipped_and_requests_fail_over_before_the_first_token(
         engine.close(drain_s=5)
         alone.close(drain_s=5)
     with pytest.raises(Overloaded, match="no vLLM server answers"):
-        open_engine(
-            "vllm",
-            smollm2_record,
-            models_dir,
-            vllm=VllmOptions((dead,), tmp_path / "stacked", rank_max=64, adapters_max=8),
-            **common,  # type: ignore[arg-type]
-        )
+        open_vllm(smollm2_record, models_dir, tmp_path, dead)
 
 
 def test_a_cancelled_generation_stops_upstream_and_keeps_its_count(
     vllm_url, smollm2_record, models_dir, tmp_path
 ) -> None:
-    engine = open_engine(
-        "vllm",
-        smollm2_record,
-        models_dir,
-        precision="fp32",
-        batch_max=2,
-        queue_max=2,
-        adapter_cache=None,
-        vllm=VllmOptions((vllm_url,), tmp_path / "stacked", rank_max=64, adapters_max=8),
-    )
+    engine = open_vllm(smollm2_record, models_dir, tmp_path, vllm_url, batch_max=2)
     try:
         ids = chat_prompt_ids(
             engine.tokenizer,
