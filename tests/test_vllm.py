@@ -1,8 +1,8 @@
 """The vLLM engine against a real vLLM server (`scripts/vllm-test-server`, started by `make
 test`; its URL in VIZ_TEST_VLLM_URL): greedy answers word for word the builtin engine's for the
 base, one adapter and a weighted composition, the base alone in a full batch, the rank limit,
-a server that serves another model, and a chat completion through the gateway with the official
-client, metered like the builtin engine's."""
+a server that serves another model, health checks, fail-over, a connection cut mid-answer, and
+the gateway with the official client on both engines: the same answers, usage and charges."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,14 @@ from sqlalchemy import select
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
 from viz.errors import InvalidInput, Overloaded
-from viz.ledger import balances, topup
+from viz.ledger import Balance, balances, topup
 from viz.models.generate import GenerationSettings, chat_prompt_ids
 from viz.serving.engines import AdapterWeights, Engine, VllmOptions, open_engine
 from viz.serving.engines.vllm import VllmServer, check_served, rendezvous
 from viz.store import open_database, session_scope
 from viz.store.schema import AdapterVersion, UsageEvent
 from worlds.ledger import build_market
-from worlds.serving import make_adapter, register, run_server
+from worlds.serving import cutting_proxy, make_adapter, register, run_server
 
 pytestmark = pytest.mark.model
 
@@ -86,21 +87,9 @@ def test_a_vllm_url_must_be_http() -> None:
 def test_stacked_adapters_on_disk_are_bounded_least_recently_used_first(
     tiny_model_folder, tmp_path
 ) -> None:
-    from viz.serving.engines.vllm import VllmEngine
     from worlds.catalogue import make_tiny_adapter
 
-    engine = VllmEngine(
-        base_id="tiny",
-        tokenizer=None,
-        servers=[],
-        served_name="tiny",
-        adapter_dir=tmp_path / "stacked",
-        rank_max=64,
-        batch_max=1,
-        queue_max=1,
-        adapters_max=1,
-        zero_adapter=tmp_path / "stacked" / "viz-zero",
-    )
+    engine = bare_engine(tmp_path / "stacked")
     assert engine.folders_max == 2
     folder = make_tiny_adapter(tiny_model_folder, tmp_path / "lora", seed=1)
     keys = []
@@ -116,12 +105,61 @@ def test_stacked_adapters_on_disk_are_bounded_least_recently_used_first(
     assert left == sorted([keys[0], keys[1]])
 
 
+def test_stacked_adapters_on_disk_are_bounded_by_bytes_too(tiny_model_folder, tmp_path) -> None:
+    from worlds.catalogue import make_tiny_adapter
+
+    folder = make_tiny_adapter(tiny_model_folder, tmp_path / "lora", seed=1)
+    size = (folder / "adapter_model.safetensors").stat().st_size
+    engine = bare_engine(tmp_path / "stacked", adapters_max=8, dir_bytes_max=int(2.5 * size))
+    keys = []
+    for weight in (0.1, 0.2, 0.3, 0.4):
+        keys.append(engine.compose([use(folder, 1, weight)]).key)
+        time.sleep(0.01)
+    left = sorted(f.name for f in (tmp_path / "stacked").glob("viz-*"))
+    assert left == sorted(keys[2:]), "the two most recent fit in 2.5 adapters' bytes"
+
+
+def test_a_server_failing_its_health_check_is_paused_before_any_request(vllm_url, tmp_path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    engine = bare_engine(tmp_path / "stacked", servers=[VllmServer(dead), VllmServer(vllm_url)])
+    engine.watch_health(interval_s=0.05)
+    try:
+        deadline = time.monotonic() + 10
+        while not engine.counts.get((dead, "health_failures")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.counts.get((dead, "health_failures"), 0) >= 1
+        assert engine.counts.get((vllm_url, "health_failures"), 0) == 0
+        assert [s.url for s in engine._candidates("any-key")] == [vllm_url, dead]
+    finally:
+        engine.close(drain_s=0)
+
+
+def bare_engine(adapter_dir: Path, *, servers=(), adapters_max=1, dir_bytes_max=2**40):  # type: ignore[no-untyped-def]
+    """A vLLM engine without a tokenizer: enough to stack adapters and place them."""
+    from viz.serving.engines.vllm import VllmEngine
+
+    return VllmEngine(
+        base_id="tiny",
+        tokenizer=None,
+        servers=list(servers),
+        served_name="tiny",
+        adapter_dir=adapter_dir,
+        rank_max=64,
+        batch_max=1,
+        queue_max=1,
+        adapters_max=adapters_max,
+        zero_adapter=adapter_dir / "viz-zero",
+        dir_bytes_max=dir_bytes_max,
+    )
+
+
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, smollm2_folder):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("vllm-adapters")
     return {
         "qa": make_adapter(smollm2_folder, root / "qa", seed=1),
         "mt": make_adapter(smollm2_folder, root / "mt", seed=2, rank=4),
+        "kid": make_adapter(smollm2_folder, root / "kid", seed=3, rank=4),
     }
 
 
@@ -292,68 +330,159 @@ def test_a_cancelled_generation_stops_upstream_and_keeps_its_count(
 
 
 @pytest.fixture
-def gateway(tmp_path, adapters, models_dir, vllm_url) -> Iterator[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
-    """`viz serve --engine vllm` on a catalogue with qa and mt; bob holds a key and funds."""
-    from viz.app import create_app
-
+def market(tmp_path, adapters, models_dir) -> Iterator[tuple[Any, dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    """A catalogue with qa-real, mt-real and kid-real (a child of qa-real); bob holds a key and
+    funds. Yields the database and the settings `serving` starts gateways with."""
     (tmp_path / "models").symlink_to(models_dir, target_is_directory=True)
-    settings = Settings(home=tmp_path, serve_engine="vllm", vllm_urls=[vllm_url])
-    database = open_database(settings.database_url_resolved)
+    database = open_database(Settings(home=tmp_path).database_url_resolved)
     build_market(database)
+    blobs = Settings(home=tmp_path).blobs_dir
     with session_scope(database) as session:
         session.execute(AdapterVersion.__table__.update().values(status="rejected"))
-        register(session, settings.blobs_dir, adapters["qa"], "qa-real", "ada")
-        register(session, settings.blobs_dir, adapters["mt"], "mt-real", "carol")
+        qa = register(session, blobs, adapters["qa"], "qa-real", "ada")
+        register(session, blobs, adapters["mt"], "mt-real", "carol")
+        kid = register(session, blobs, adapters["kid"], "kid-real", "dan")
+        child = session.get(AdapterVersion, kid)
+        child.adapter.parent_id = session.get(AdapterVersion, qa).adapter_id
         topup(session, "bob", 10_000_000, transfer_id="bob-funds")
         key = create_api_key(session, get_account(session, "bob")).token
-    app = create_app(settings, database)
     try:
-        with run_server(app) as url:
-            yield url, key, database
+        yield database, {"home": tmp_path, "key": key}
     finally:
-        app.state.server.close()
         database.dispose()
 
 
-def balance(database, code: str) -> int:  # type: ignore[no-untyped-def]
-    with session_scope(database) as session:
-        return balances(session, code)[0].posted
+@contextmanager
+def serving(database, home: Path, engine: str, urls: list[str]) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """`viz serve --engine ENGINE [--vllm URL...]` over `database`; yields its URL."""
+    from viz.app import create_app
+
+    settings = Settings(home=home, serve_engine=engine, vllm_urls=urls)
+    app = create_app(settings, database)
+    try:
+        with run_server(app) as url:
+            yield url
+    finally:
+        app.state.server.close()
 
 
-def test_a_paid_chat_completion_through_vllm_is_metered(gateway, vllm_url) -> None:  # type: ignore[no-untyped-def]
-    url, key, database = gateway
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-    bob = balance(database, "consumer:bob")
-    response = client.chat.completions.create(
-        model="qa-real:0.7+mt-real:0.5",
-        messages=[{"role": "user", "content": "Name three colours."}],
-        max_tokens=16,
-        temperature=0,
-    )
-    assert response.choices[0].message.content
-    usage = response.usage
-    assert usage is not None and 1 <= usage.completion_tokens <= 16
+def balance(database, code: str) -> Balance:  # type: ignore[no-untyped-def]
     with session_scope(database) as session:
-        event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == response.id))
-    assert event is not None and event.tokens_out == usage.completion_tokens
-    assert balance(database, "consumer:bob") == bob - event.charge
-    assert balance(database, "creator:ada") > 0 and balance(database, "creator:carol") > 0
-    chunks = list(
-        client.chat.completions.create(
-            model="qa-real:0.7+mt-real:0.5",
-            messages=[{"role": "user", "content": "Name three colours."}],
-            max_tokens=16,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
+        return balances(session, code)[0]
+
+
+def usage_event(database, request_id: str) -> UsageEvent | None:  # type: ignore[no-untyped-def]
+    with session_scope(database) as session:
+        event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == request_id))
+        if event is not None:
+            session.expunge(event)
+        return event
+
+
+ASKS = [
+    ("smollm2-135m-instruct", "Name three colours."),
+    ("qa-real", "What is the capital of France?"),
+    ("kid-real", "Who wrote Hamlet?"),  # with its parent qa-real, at weight 1
+    ("qa-real:0.7+mt-real:0.5", "Name three colours."),
+]
+
+
+def test_the_gateway_answers_and_charges_alike_on_both_engines(market, vllm_url) -> None:  # type: ignore[no-untyped-def]
+    """The same paid requests through `viz serve` on the builtin engine and on vLLM: the same
+    greedy text, the same usage, the same charges (the base, an adapter, a child with its
+    parent, a weighted composition)."""
+    database, world = market
+    seen: dict[str, list[tuple[str, int, int, int]]] = {}
+    for engine, urls in (("builtin", []), ("vllm", [vllm_url])):
+        with serving(database, world["home"], engine, urls) as url:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=world["key"], max_retries=0)
+            rows = []
+            for model, question in ASKS:
+                answer = client.chat.completions.create(
+                    model=model,
+                    messages=[{"role": "user", "content": question}],
+                    max_tokens=16,
+                    temperature=0,
+                )
+                event = usage_event(database, answer.id)
+                assert answer.usage is not None and event is not None
+                assert event.tokens_out == answer.usage.completion_tokens
+                rows.append((answer.choices[0].message.content or "", *_counts(answer, event)))
+            seen[engine] = rows
+    assert seen["vllm"] == seen["builtin"]
+    assert len({text for text, *_ in seen["vllm"]}) == len(ASKS), "each model answers its own"
+    assert balance(database, "creator:dan").posted > 0, "the child's creator is paid"
+
+
+def _counts(answer: Any, event: UsageEvent) -> tuple[int, int, int]:
+    return answer.usage.prompt_tokens, answer.usage.completion_tokens, event.charge
+
+
+def test_a_paid_chat_completion_through_vllm_streams_and_is_metered(market, vllm_url) -> None:  # type: ignore[no-untyped-def]
+    database, world = market
+    with serving(database, world["home"], "vllm", [vllm_url]) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=world["key"], max_retries=0)
+        bob = balance(database, "consumer:bob").posted
+        ask = {
+            "model": "qa-real:0.7+mt-real:0.5",
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 16,
+            "temperature": 0,
+        }
+        response = client.chat.completions.create(**ask)
+        event = usage_event(database, response.id)
+        assert event is not None and response.usage is not None
+        assert balance(database, "consumer:bob").posted == bob - event.charge
+        assert balance(database, "creator:ada").posted > 0
+        assert balance(database, "creator:carol").posted > 0
+        chunks = list(
+            client.chat.completions.create(
+                **ask, stream=True, stream_options={"include_usage": True}
+            )
         )
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == response.choices[0].message.content
-    assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == usage.completion_tokens
-    metrics = httpx.get(f"{url}/metrics").text
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == response.choices[0].message.content
+        assert chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens == response.usage.completion_tokens
+        metrics = httpx.get(f"{url}/metrics").text
     assert (
         f'viz_engine_events_total{{engine="vllm",event="requests",server="{vllm_url}"}} 2.0'
         in metrics
     )
+
+
+def test_a_server_dying_mid_answer_settles_what_was_sent_once(market, vllm_url) -> None:  # type: ignore[no-untyped-def]
+    """The connection to vLLM is cut mid-answer (as when its server dies): a stream that had
+    sent text is settled for the tokens it sent, once; a whole answer that never came is voided.
+    No hold is left behind either way."""
+    database, world = market
+    ask = {
+        "model": "qa-real",
+        "messages": [{"role": "user", "content": "Tell me a long story about a river."}],
+        "max_tokens": 200,
+        "temperature": 0,
+    }
+    with (
+        cutting_proxy(vllm_url, after_bytes=3000) as (proxy, cuts),
+        serving(database, world["home"], "vllm", [proxy]) as url,
+    ):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=world["key"], max_retries=0)
+        before = balance(database, "consumer:bob")
+        pieces, request_id = [], None
+        with pytest.raises(openai.APIError, match="stopped answering"):
+            for chunk in client.chat.completions.create(**ask, stream=True):
+                request_id = chunk.id
+                pieces += [c.delta.content for c in chunk.choices if c.delta.content]
+        assert cuts.count == 1 and pieces, "the answer was cut after some text"
+        event = usage_event(database, str(request_id))
+        assert event is not None, "what was sent is settled"
+        assert len(pieces) <= event.tokens_out < ask["max_tokens"]
+        after = balance(database, "consumer:bob")
+        assert after.posted == before.posted - event.charge, "charged once, for what was sent"
+        assert after.pending_debits == before.pending_debits == 0, "no hold left"
+
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(**ask)
+        assert cuts.count == 2
+        assert refused.value.status_code == 503
+        assert balance(database, "consumer:bob") == after, "an answer never given costs nothing"

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     vllm_adapters_max: int = Field(default=32, gt=0, le=10_000)
     """Stacked adapters each vLLM server keeps loaded (least recently used unloaded first)."""
 
+    vllm_adapter_dir_bytes_max: int = Field(default=20 * 1024**3, gt=0)
+    """Bytes of stacked adapters kept in `vllm_adapter_dir` (least recently used deleted
+    first; never one a server has loaded)."""
+
     @classmethod
     def settings_customise_sources(
         cls,

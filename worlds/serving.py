@@ -11,7 +11,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,60 @@ def run_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@dataclass
+class Cuts:
+    """What a `cutting_proxy` did: the connections it cut mid-answer."""
+
+    count: int = 0
+
+
+@contextmanager
+def cutting_proxy(
+    upstream: str, *, after_bytes: int, request: bytes = b"POST /v1/completions"
+) -> Iterator[tuple[str, Cuts]]:
+    """A TCP proxy on a free loopback port in front of `upstream` (http://HOST:PORT) that lets
+    everything through except the answer to a `request`: after `after_bytes` bytes of it, both
+    connections are closed, which is what a client sees when the server dies mid-answer (and
+    the server sees a client that left, so it stops generating). Yields its URL and its cuts."""
+    host, port = upstream.removeprefix("http://").rstrip("/").split(":")
+    listener = socket.create_server(("127.0.0.1", 0))
+    cuts = Cuts()
+
+    def pump(source: socket.socket, sink: socket.socket, state: dict[str, int], up: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if up and data.startswith(request):
+                    state["answer"] = 0  # a new request to cut: count its answer's bytes
+                sink.sendall(data)
+                if not up and state["answer"] >= 0:
+                    state["answer"] += len(data)
+                    if state["answer"] >= after_bytes:
+                        cuts.count += 1
+                        break
+        except OSError:
+            pass
+        for end in (source, sink):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the proxy was closed
+            server = socket.create_connection((host, int(port)))
+            state = {"answer": -1}
+            for source, sink, up in ((client, server, True), (server, client, False)):
+                threading.Thread(target=pump, args=(source, sink, state, up), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", cuts
+    finally:
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        listener.close()

@@ -96,8 +96,11 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
     events = _Events(call, kind)
     failed = True
     sent = 0  # tokens of the choices streamed so far: what a client that leaves pays for
+    current: Generation | None = None  # the choice streaming now: its tokens so far are sent
+    failure: dict[str, Any] | None = None
     try:
         for index, job in enumerate(call.jobs):
+            current = job
             if kind == "chat":
                 yield events.chunk(index, None, None, first=True)
             pieces: Iterator[str] = job.pieces()
@@ -113,17 +116,19 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
                 if len(marked) > len(text.strip()):  # an attributed source's marker
                     yield events.chunk(index, marked[len(text.strip()) :], None)
             sent += job.completion_tokens
+            current = None
             yield events.chunk(index, None, _finish_reason(job))
         failed = False
     except VizError as error:
-        message = {
+        failure = {
             "error": {"message": error.message, "type": "server_error", "param": None, "code": None}
         }
-        yield f"data: {json.dumps(message)}\n\n"
     finally:
         # Runs also when the client went away (the task is being cancelled, so nothing here may
         # await): stop generating and settle, synchronously, the tokens already streamed.
-        tokens = _settle_stream(call, failed, sent)
+        tokens = _settle_stream(call, failed, sent, current)
+    if failure is not None:  # settled first: the client may act on the error at once
+        yield f"data: {json.dumps(failure)}\n\n"
     extra = _viz_fields(call.grounding, call.route)
     if extra:
         yield events.event([], **extra)
@@ -132,10 +137,10 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
     yield "data: [DONE]\n\n"
 
 
-def _settle_stream(call: Call, failed: bool, sent: int) -> int:
+def _settle_stream(call: Call, failed: bool, sent: int, streaming: Generation | None) -> int:
     """Stop every generation and settle what was delivered (all of it, unless the stream
-    failed or was left: the choices streamed whole plus the one streaming); returns it."""
-    streaming = next((j for j in call.jobs if j.finish_reason is None), None)
+    failed or was left: the choices streamed whole plus what `streaming`, the one streaming
+    then, had sent; an engine that failed mid-choice still counts what it sent); returns it."""
     for job in call.jobs:
         job.cancel()
     delivered = (

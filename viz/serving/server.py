@@ -90,6 +90,7 @@ class Server:
                         settings.vllm_adapter_dir_resolved,
                         settings.vllm_max_lora_rank,
                         settings.vllm_adapters_max,
+                        settings.vllm_adapter_dir_bytes_max,
                     ),
                 )
             return self.engines[key]

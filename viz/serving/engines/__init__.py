@@ -70,6 +70,7 @@ class VllmOptions:
     adapter_dir: Path
     rank_max: int
     adapters_max: int
+    dir_bytes_max: int = 20 * 1024**3
 
 
 @runtime_checkable
@@ -182,6 +183,7 @@ def open_engine(
             batch_max=batch_max,
             queue_max=queue_max,
             adapters_max=vllm.adapters_max,
+            dir_bytes_max=vllm.dir_bytes_max,
         )
     # deferred: loading a model imports torch and transformers, the gateway does not
     from viz.serving.engines.builtin import open_builtin

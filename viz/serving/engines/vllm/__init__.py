@@ -47,6 +47,7 @@ def open_vllm(
     batch_max: int,
     queue_max: int,
     adapters_max: int,
+    dir_bytes_max: int = 20 * 1024**3,
 ) -> VllmEngine:
     """An engine over the vLLM servers at `urls`, each checked to serve base `record`.
 
@@ -85,9 +86,11 @@ def open_vllm(
         queue_max=queue_max,
         adapters_max=adapters_max,
         zero_adapter=write_zero_adapter(adapter_dir, folder, record.id),
+        dir_bytes_max=dir_bytes_max,
     )
     for url in down:
         engine.pause(url)
+    engine.watch_health()
     return engine
 
 

@@ -33,7 +33,12 @@ READ_TIMEOUT_S = 600.0  # between two streamed chunks
 
 
 class EngineUnavailable(Overloaded):
-    """An engine server cannot be reached or failed mid-request (retry: another may serve)."""
+    """An engine server cannot be reached or failed mid-request (HTTP 503; retry: another may
+    serve)."""
+
+    http_status = 503
+    openai_type = "server_error"
+    openai_code = "engine_unavailable"
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class VllmServer:
         """Whether `GET /health` answers 200 within HEALTH_TIMEOUT_S."""
         try:
             return self._http.get("/health", timeout=HEALTH_TIMEOUT_S).status_code == 200
-        except httpx.HTTPError:
+        except (httpx.HTTPError, RuntimeError):  # RuntimeError: the client was closed
             return False
 
     def served(self) -> list[ServedModel]:

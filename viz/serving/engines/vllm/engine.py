@@ -40,6 +40,7 @@ __all__ = ["Stacked", "VllmEngine", "VllmGeneration", "rendezvous"]
 
 ZERO_ADAPTER = "viz-zero"
 FAILED_SERVER_PAUSE_S = 10.0  # a server that failed is skipped this long, then tried again
+HEALTH_INTERVAL_S = 5.0  # between two rounds of health checks (each bounded by the client)
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,14 @@ class VllmEngine:
         queue_max: int,
         adapters_max: int,
         zero_adapter: Path,
+        dir_bytes_max: int = 20 * 1024**3,
     ) -> None:
         self.base_id, self.tokenizer, self.servers = base_id, tokenizer, list(servers)
         self.served_name, self.adapter_dir = served_name, adapter_dir
         self.rank_max, self.adapters_max, self.zero_adapter = rank_max, adapters_max, zero_adapter
         # stacked adapters kept on disk: what every server may have loaded, and as many again
         self.folders_max = 2 * adapters_max * max(1, len(servers))
+        self.dir_bytes_max = dir_bytes_max
         # the precision is the servers' own (vLLM --dtype, --quantization), not the gateway's
         self._limits = EngineLimits(rank_max, ("served",), batch_max, queue_max)
         self._lock = threading.Lock()
@@ -122,6 +125,7 @@ class VllmEngine:
         self._closing = False
         self._loaded: dict[str, OrderedDict[str, Path]] = {s.url: OrderedDict() for s in servers}
         self._failed_until: dict[str, float] = {}
+        self._stopped = threading.Event()
         self.counts: dict[tuple[str, str], int] = {}  # (server, what) -> count, for /metrics
 
     @property
@@ -168,19 +172,22 @@ class VllmEngine:
         return Stacked(key, folder, sum(ranks), labels)
 
     def _prune(self) -> None:
-        """Keep at most `folders_max` stacked adapters on disk: delete the least recently used
-        that no server has loaded (the zero adapter stays)."""
+        """Keep at most `folders_max` stacked adapters and `dir_bytes_max` bytes on disk:
+        delete the least recently used that no server has loaded (the zero adapter stays)."""
         with self._lock:
             loaded = {name for names in self._loaded.values() for name in names}
-        folders = [
-            f for f in self.adapter_dir.glob("viz-*") if f.is_dir() and f.name != ZERO_ADAPTER
-        ]
-        if len(folders) <= self.folders_max:
-            return
-        folders.sort(key=lambda f: f.stat().st_mtime_ns)
-        for folder in folders[: len(folders) - self.folders_max]:
+        folders = sorted(
+            (f.stat().st_mtime_ns, f, _bytes(f))
+            for f in self.adapter_dir.glob("viz-*")
+            if f.is_dir() and f.name != ZERO_ADAPTER
+        )
+        count, total = len(folders), sum(size for _, _, size in folders)
+        for _, folder, size in folders:
+            if count <= self.folders_max and total <= self.dir_bytes_max:
+                return
             if folder.name not in loaded:
                 shutil.rmtree(folder, ignore_errors=True)
+                count, total = count - 1, total - size
 
     def submit(
         self,
@@ -211,10 +218,27 @@ class VllmEngine:
         ).start()
         return generation
 
+    def watch_health(self, interval_s: float = HEALTH_INTERVAL_S) -> None:
+        """Check every server's `/health` every `interval_s` in a thread (each check bounded by
+        the client's timeout) and pause those that fail, so their keys move before a request
+        finds out; `close` stops it."""
+
+        def watch() -> None:
+            while not self._stopped.wait(interval_s):
+                for server in self.servers:
+                    if self._stopped.is_set():
+                        return
+                    if not server.healthy():
+                        self._count(server.url, "health_failures")
+                        self.pause(server.url)
+
+        threading.Thread(target=watch, name="vllm-health", daemon=True).start()
+
     def close(self, *, drain_s: float = 30.0) -> None:
         """Stop taking requests, wait up to `drain_s` for running ones, then close clients."""
         with self._lock:
             self._closing = True
+        self._stopped.set()
         deadline = time.monotonic() + drain_s
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -328,6 +352,10 @@ class VllmEngine:
     def _count(self, server: str, what: str, amount: int = 1) -> None:
         with self._lock:
             self.counts[(server, what)] = self.counts.get((server, what), 0) + amount
+
+
+def _bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
 def _rank(adapter: AdapterWeights) -> int:
