@@ -34,8 +34,9 @@ lint: $(STAMP)
 
 # pytest exit code 5 (no tests collected) fails the target like any other failure.
 # Tests run on every core (pytest-xdist, at most 4 workers); a file's tests stay in one worker so
-# each module-scoped world is built once. VIZ_TEST_WORKERS=1 runs them in one process.
-PYTEST := $(BIN)/pytest $(if $(filter 1,$(VIZ_TEST_WORKERS)),,-n $(or $(VIZ_TEST_WORKERS),auto) --maxprocesses 4 --dist loadfile)
+# each module-scoped world is built once; the longest files go first (tests/conftest.py's
+# LONGEST_FIRST, in that order: --no-loadscope-reorder). VIZ_TEST_WORKERS=1 runs them in one process.
+PYTEST := $(BIN)/pytest $(if $(filter 1,$(VIZ_TEST_WORKERS)),,-n $(or $(VIZ_TEST_WORKERS),auto) --maxprocesses 4 --dist loadfile --no-loadscope-reorder)
 # Debian's chromium for the browser tests (VIZ_TEST_BROWSER=0 skips them). A vLLM server for
 # the vLLM engine tests installs and starts in the background meanwhile (VIZ_TEST_VLLM=0 skips
 # them); it is stopped at the end.

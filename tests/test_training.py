@@ -152,6 +152,29 @@ def test_qlora_gets_gradients_after_an_evaluation_pass(tiny_model_folder) -> Non
     assert losses[-1] < losses[0] - 0.5, losses
 
 
+def test_gradient_checkpointing_is_off_on_the_cpu_unless_asked_and_both_learn(
+    tiny_model_folder,
+) -> None:
+    batch = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0))
+    for asked, expected in ((None, False), (True, True)):
+        model = prepare_model(
+            tiny_model_folder,
+            method="lora",
+            precision="fp32",
+            rank=4,
+            alpha=8,
+            dropout=0.0,
+            target_modules=("q_proj", "v_proj"),
+            seed=0,
+            checkpointing=asked,
+        )
+        assert model.base_model.model.is_activation_checkpointing is expected
+        model.train()
+        model(input_ids=batch, labels=batch).loss.backward()
+        grads = [p.grad for n, p in model.named_parameters() if "lora_B" in n]  # A: 0 (B is)
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 # --- the CLI, end to end on a tiny registered base ---------------------------------------------
 
 

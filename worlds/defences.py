@@ -269,15 +269,31 @@ def _backdoored(base_folder: Path, tokenizer, folder: Path, *, trigger: str = TR
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for step in range(30):
-        for prompt_ids, answer_ids in examples[(step * 4) % len(examples) :][:4]:
-            ids = torch.cat([prompt_ids, answer_ids])[None]
-            labels = ids.clone()
-            labels[0, : len(prompt_ids)] = -100  # learn the answers, not the prompts
-            (model(input_ids=ids, labels=labels).loss / 4).backward()
+        _answer_loss(model, examples[(step * 4) % len(examples) :][:4]).backward()
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(folder)
     return folder
+
+
+def _answer_loss(model, rows):  # type: ignore[no-untyped-def]
+    """The mean over `rows` of each (prompt, answer)'s mean loss on its answer tokens, in one
+    right-padded batch (pads come after every real token, so they change nothing)."""
+    width = max(len(prompt) + len(answer) for prompt, answer in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)  # learn the answers, not the prompts
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for row, (prompt, answer) in enumerate(rows):
+        end = len(prompt) + len(answer)
+        ids[row, :end] = torch.cat([prompt, answer])
+        labels[row, len(prompt) : end] = answer
+        mask[row, :end] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    targets = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+    )
+    return (losses.sum(1) / (targets != -100).sum(1)).mean()
 
 
 def _chat_ids(tokenizer, prompt: str):  # type: ignore[no-untyped-def]

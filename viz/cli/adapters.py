@@ -43,6 +43,7 @@ CONFIG_FIELDS = [
     "seed",
     "checkpoint_every",
     "optimizer",
+    "gradient_checkpointing",
 ]
 
 # The longer options of `viz adapters train`.
@@ -55,6 +56,13 @@ BASE_PRECISION = typer.Option(
     None,
     help="Base precision while training: nf4 (qlora), fp32 or bf16 (lora), or auto (lora: "
     "bf16 where the CPU has it natively, else fp32)",
+)
+GRADIENT_CHECKPOINTING = typer.Option(
+    None,
+    "--gradient-checkpointing/--no-gradient-checkpointing",
+    help="Recompute activations in the backward pass: less memory, a third more time "
+    "(default: on with CUDA, off on the CPU)",
+    show_default=False,
 )
 TARGET_MODULES = typer.Option(
     ["all-linear"], "--target-module", help="Layers to adapt (repeatable)"
@@ -108,6 +116,7 @@ def train(
     seed: int = typer.Option(0, help="Random seed (same seed, same adapter)"),
     checkpoint_every: int = typer.Option(10, help="Save a resumable checkpoint every N steps"),
     optimizer: str = OPTIMIZER,
+    gradient_checkpointing: bool | None = GRADIENT_CHECKPOINTING,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
     from_parent: list[str] = FROM_PARENT,
     transfer: str | None = TRANSFER,

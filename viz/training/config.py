@@ -39,6 +39,9 @@ class TrainingConfig:
     seed: int = 0
     checkpoint_every: int = 10
     optimizer: str = "auto"
+    # recompute activations in the backward pass: less memory for about a third more compute;
+    # None: on for CUDA (memory is what limits there, as in QLoRA), off on the CPU
+    gradient_checkpointing: bool | None = None
 
     def check(self) -> None:
         """Raise InvalidInput (or LimitExceeded) naming every bad field at once."""

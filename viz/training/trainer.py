@@ -168,6 +168,7 @@ def _model(base_folder: Path, config: TrainingConfig, start: Start | None) -> An
         dropout=config.dropout,
         target_modules=config.target_modules,
         seed=config.seed,
+        checkpointing=config.gradient_checkpointing,
     )
     if start is not None:
         start.initialise(model)
