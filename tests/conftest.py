@@ -20,6 +20,12 @@ from worlds.catalogue import REPO, qasper_subset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Under xdist, each worker's torch (and the CLI processes its tests start) gets its share of the
+# cores, not all of them: two workers of two OpenMP threads each on two cores wait on each other
+# at every parallel region (set before torch is imported; OMP_NUM_THREADS set outside wins).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
 
 POSTGRES_URL_DEFAULT = "postgresql+psycopg://viz:viz@127.0.0.1:5432/viz_test"
 
