@@ -99,8 +99,12 @@ def _last_token_divergences(
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     # only the last position's logits are needed: the vocabulary projection of the others is
     # a fifth of the forward pass on a small model
-    inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-    inputs["logits_to_keep"] = 1
+    inputs: dict[str, Any] = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": positions,
+        "logits_to_keep": 1,
+    }
     with torch.no_grad():
         adapted = model(**inputs).logits[:, -1].float().log_softmax(-1)
         base = _base_log_probs(model, inputs, base_folder, base_sha256)

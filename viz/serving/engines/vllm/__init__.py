@@ -47,7 +47,7 @@ def open_vllm(
     batch_max: int,
     queue_max: int,
     adapters_max: int,
-    dir_bytes_max: int = 20 * 1024**3,
+    dir_bytes_max: int,
 ) -> VllmEngine:
     """An engine over the vLLM servers at `urls`, each checked to serve base `record`.
 

@@ -110,7 +110,7 @@ class VllmEngine:
         queue_max: int,
         adapters_max: int,
         zero_adapter: Path,
-        dir_bytes_max: int = 20 * 1024**3,
+        dir_bytes_max: int,
     ) -> None:
         self.base_id, self.tokenizer, self.servers = base_id, tokenizer, list(servers)
         self.served_name, self.adapter_dir = served_name, adapter_dir
