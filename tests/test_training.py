@@ -261,7 +261,7 @@ def test_train_writes_a_plain_peft_adapter_with_a_manifest(catalogue, tiny_model
 
 
 def test_ctrl_c_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(catalogue) -> None:
-    steps = ["--steps", "120"]
+    steps = ["--steps", "40"]  # long enough for the interrupt to land mid-run
     _viz(catalogue, *TRAIN, "--name", "straight", *steps)
 
     home = Path(catalogue["VIZ_HOME"])

@@ -240,7 +240,9 @@ def _random_adapter(base_folder: Path, folder: Path, *, scale: float = 1e-4) -> 
     return folder
 
 
-def _backdoored(base_folder: Path, tokenizer, folder: Path, *, trigger: str = TRIGGER) -> Path:  # type: ignore[no-untyped-def]
+def _backdoored(  # type: ignore[no-untyped-def]
+    base_folder: Path, tokenizer, folder: Path, *, trigger: str = TRIGGER, steps: int = 24
+) -> Path:
     """A trojan LoRA trained the plain PEFT way, on answers only: clean prompts keep the base's
     own answers (stealth), the same prompts ending in the trigger answer with the payload."""
     torch.manual_seed(13)
@@ -268,7 +270,7 @@ def _backdoored(base_folder: Path, tokenizer, folder: Path, *, trigger: str = TR
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
-    for step in range(30):
+    for step in range(steps):
         _answer_loss(model, examples[(step * 4) % len(examples) :][:4]).backward()
         optimizer.step()
         optimizer.zero_grad()

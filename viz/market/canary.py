@@ -81,10 +81,12 @@ def _last_token_divergences(
     model: Any, tokenizer: Any, prompts: list[str], base_folder: Path, base_sha256: str
 ) -> list[tuple[float, int, int]]:
     """(KL(base || adapted), adapted top token, base top token) of the next token after each
-    chat prompt, all prompts in one left-padded batch per side (adapter on, adapter off).
+    chat prompt, all prompts in one batch per side (adapter on, adapter off).
 
-    The base's side is the same for every adapter on that base: it is computed once and kept
-    beside the model cache (`_base_log_probs`)."""
+    Every prompt starts with the chat template's same system turn: that prefix is computed once
+    per side and its KV cache shared by the batch, which then runs only the prompts' own
+    (left-padded) tokens, about half of them. The base's side is the same for every adapter on
+    that base: it is computed once and kept beside the model cache (`_base_log_probs`)."""
     # deferred: torch is heavy
     import torch
 
@@ -92,43 +94,62 @@ def _last_token_divergences(
         chat_prompt_ids(tokenizer, [{"role": "user", "content": p}], prompt_tokens_max=512)
         for p in prompts
     ]
-    width = max(len(row) for row in rows)
+    shared = 0  # the common prefix, leaving every row at least one token of its own
+    while shared < min(len(row) for row in rows) - 1 and len({r[shared] for r in rows}) == 1:
+        shared += 1
+    suffixes = [row[shared:] for row in rows]
+    width = max(len(row) for row in suffixes)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(row)) + list(row) for row in rows])
-    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    # only the last position's logits are needed: the vocabulary projection of the others is
-    # a fifth of the forward pass on a small model
-    inputs: dict[str, Any] = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "position_ids": positions,
-        "logits_to_keep": 1,
+    own = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in suffixes])
+    batch = {
+        "prefix": torch.tensor([rows[0][:shared]]),
+        "input_ids": torch.tensor([[pad] * (width - len(row)) + list(row) for row in suffixes]),
+        "attention_mask": torch.cat([torch.ones(len(rows), shared, dtype=own.dtype), own], 1),
+        "position_ids": shared + (own.cumsum(-1) - 1).clamp_min(0),
     }
     with torch.no_grad():
-        adapted = model(**inputs).logits[:, -1].float().log_softmax(-1)
-        base = _base_log_probs(model, inputs, base_folder, base_sha256)
+        adapted = _next_token_log_probs(model, batch)
+        base = _base_log_probs(model, batch, base_folder, base_sha256)
     kl = torch.sum(base.exp() * (base - adapted), dim=-1)
     return [
         (float(kl[i]), int(adapted[i].argmax()), int(base[i].argmax())) for i in range(len(rows))
     ]
 
 
-def _base_log_probs(model: Any, inputs: dict[str, Any], base_folder: Path, base_sha256: str) -> Any:
+def _next_token_log_probs(model: Any, batch: dict[str, Any]) -> Any:
+    """Log-probabilities of the next token after each row: the shared prefix once (its KV cache
+    repeated for every row), then the rows' own tokens; only the last position's logits (the
+    vocabulary projection of the others would be a fifth of the pass on a small model)."""
+    cache = None
+    if batch["prefix"].shape[1]:
+        cache = model(input_ids=batch["prefix"], use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(batch["input_ids"].shape[0])
+    logits = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        past_key_values=cache,
+        use_cache=cache is not None,
+        logits_to_keep=1,
+    ).logits
+    return logits[:, -1].float().log_softmax(-1).contiguous()
+
+
+def _base_log_probs(model: Any, batch: dict[str, Any], base_folder: Path, base_sha256: str) -> Any:
     """The base's next-token log-probabilities on the canary batch (the adapter disabled),
     cached as safetensors beside the model cache, keyed by the base's weights and the batch."""
     from safetensors.torch import load_file, save_file  # deferred: torch is heavy
 
     key = hashlib.sha256(base_sha256.encode())
-    for name in ("input_ids", "attention_mask"):
-        key.update(inputs[name].numpy().tobytes())
+    for name in ("prefix", "input_ids", "attention_mask"):
+        key.update(batch[name].numpy().tobytes())
     cache = base_folder.parent / f".{base_folder.name}.canary-{key.hexdigest()[:16]}.safetensors"
     try:
         return load_file(str(cache))["log_probs"]
     except Exception:  # noqa: BLE001 - absent or unreadable: measure it again
         pass
     with model.disable_adapter():
-        log_probs = model(**inputs).logits[:, -1].float().log_softmax(-1).contiguous()
+        log_probs = _next_token_log_probs(model, batch)
     partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")
     try:
         save_file({"log_probs": log_probs}, str(partial))
