@@ -73,6 +73,26 @@ class Settings(BaseSettings):
     serve_drain_s: float = Field(default=30.0, ge=0, le=3600)
     """On shutdown, how long in-flight requests may finish before they are cancelled."""
 
+    api_requests_per_minute: int = Field(default=600, ge=0, le=10_000_000)
+    """Completions per account per minute, counted in the database (so every replica shares
+    it); more get 429 rate_limit_exceeded. 0: no limit."""
+
+    lease_ttl_s: float = Field(default=15.0, ge=1, le=3600)
+    """A `viz serve` process renews its lease every third of this; when it lapses (the process
+    died), any replica settles or voids the requests it was serving."""
+
+    progress_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often a stream records the tokens it has sent (what is settled if its server dies)."""
+
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=3600, le=30 * 24 * 3600)
+    """How long an answered Idempotency-Key's answer is kept for replays."""
+
+    idempotency_keys_max: int = Field(default=100_000, gt=0, le=100_000_000)
+    """Most stored answers of Idempotency-Keys (the oldest are evicted first)."""
+
+    idempotency_bytes_max: int = Field(default=256 * 1024 * 1024, gt=0)
+    """Most bytes of stored answers of Idempotency-Keys (the oldest are evicted first)."""
+
     adapter_cache_bytes_max: int = Field(default=512 * 1024 * 1024, gt=0)
     """Bytes of adapter weights kept resident by `viz serve` (least recently used out first)."""
 

@@ -107,6 +107,51 @@ def run_server(app: Any) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def serve_process(env: dict[str, str], port: int | None = None) -> Iterator[tuple[str, Any]]:
+    """`viz serve` as its users run it, a process of its own on a loopback port (in `env`'s
+    VIZ_HOME); yields its base URL and the process (to kill). Stopped with SIGTERM if alive."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    port = port or free_port()
+    log = Path(env["VIZ_HOME"]) / f"serve-{port}.log"
+    with log.open("a") as output:  # a file, not a pipe nobody reads: that would block the server
+        process = subprocess.Popen(
+            [sys.executable, "-m", "viz.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"viz serve exited with {process.returncode}: {log.read_text()}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        time.sleep(0.1)
+    try:
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Cuts:
     """What a `cutting_proxy` did: the connections it cut mid-answer."""

@@ -1,10 +1,12 @@
 """One metered call: authenticate, resolve, reserve, run, then settle or void.
 
-`begin` authenticates the Bearer key and resolves the model (or lets the recommender choose for
+`begin` authenticates the Bearer key, counts the request against the account's rate limit,
+claims its Idempotency-Key, resolves the model (or lets the recommender choose for
 `model: "auto"`), retrieves sources for `viz.rag`, tokenises and hot-loads adapters outside any
-transaction, reserves what the request may cost (max_tokens x n) in a short one, then queues the
-generations on the engine. `Call.finish` settles the tokens delivered (voids the hold if none
-were), counts metrics and logs one JSON line.
+transaction, reserves what the request may cost (max_tokens x n) in a short one (recording this
+process's lease as its holder), then queues the generations on the engine. `Call.finish` settles
+the tokens delivered (voids the hold if none were) and stores the answer for its
+Idempotency-Key in one transaction, counts metrics and logs one JSON line.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from viz.accounts.keys import authenticate
-from viz.errors import InvalidInput, PaymentRequired, Unauthenticated
+from viz.errors import InvalidInput, PaymentRequired, RateLimited, Unauthenticated, VizError
 from viz.ledger import Usage, quote, reserve, settle, void_reservation
 from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
 from viz.routing.hardware import parse_hardware
@@ -28,12 +30,15 @@ from viz.routing.route import recommend_route
 from viz.serving.adapter_ref import parse_model
 from viz.serving.engines import Engine, Generation
 from viz.serving.grounding import Grounding
-from viz.serving.idempotency import attempt
+from viz.serving.idempotency import claim, fingerprint, finished
+from viz.serving.leases import progress, track
 from viz.serving.protocol import CompletionBody, RouteOptions
 from viz.serving.resolve import Resolved, resolve
 from viz.serving.server import Server
 from viz.store.database import session_scope
+from viz.store.gateway import RequestInFlight
 from viz.store.schema import Account
+from viz.store.windows import hit
 
 __all__ = ["Call", "Unanswerable", "begin", "caller"]
 
@@ -54,9 +59,11 @@ class Call:
     grounding: Grounding | None = None
     route: dict[str, Any] | None = None
     jobs: list[Generation] = field(default_factory=list)
+    idempotent: bool = False  # an Idempotency-Key claimed this request id
     reserved: bool = False
     settled: bool = False
     started: float = field(default_factory=time.monotonic)
+    progressed: float = field(default_factory=time.monotonic)  # last recorded stream progress
 
     def usage(self, completion_tokens: int, *, most: bool = False) -> Usage:
         """The usage to settle; `most` prices every source as cited (for the reservation)."""
@@ -101,7 +108,18 @@ class Call:
                 f"insufficient quota: this request may cost up to {most} micro-units "
                 f"({self.options.max_tokens} tokens x {self.n}); {error.message}"
             ) from error
+        track(session, self.server.keeper.lease_id, self.usage(0))
         self.reserved = True
+
+    def progress(self, tokens_sent: int) -> None:
+        """Record a stream's tokens sent so far, at most every VIZ_PROGRESS_INTERVAL_S: what
+        another process settles if this one dies."""
+        if not self.reserved or self.settled:
+            return
+        now = time.monotonic()
+        if now - self.progressed >= self.server.settings.progress_interval_s:
+            self.progressed = now
+            progress(self.server.database, self.request_id, tokens_sent)
 
     def start(self, engine: Engine, composition: Any) -> None:
         """Queue the generations (after `reserve` committed); any failure voids the hold."""
@@ -122,22 +140,42 @@ class Call:
         if not self.settled:
             self.finish(failed=True, tokens=0)
 
-    def finish(self, *, failed: bool = False, tokens: int | None = None) -> int:
-        """Settle the tokens delivered (`tokens`, else all generated; void if none were);
-        returns them. Settles once."""
+    def finish(
+        self,
+        *,
+        failed: bool = False,
+        tokens: int | None = None,
+        answer: dict[str, Any] | None = None,
+    ) -> int:
+        """Settle the tokens delivered (`tokens`, else all generated; void if none were) and,
+        in the same transaction, store `answer` for the request's Idempotency-Key (a failed
+        request stores none: a retry runs again); returns the tokens. Settles once."""
         if tokens is None:
             tokens = sum(job.completion_tokens for job in self.jobs)
         if self.settled:
             return tokens
         self.settled = True
         server = self.server
-        with session_scope(server.database) as session:
-            if failed and tokens == 0 and self.reserved:
-                void_reservation(session, self.request_id)
-            elif self.reserved or tokens or not failed:
-                settle(session, self.usage(tokens), fee_bps=server.settings.platform_fee_bps)
+        try:
+            with session_scope(server.database) as session:
+                if failed and tokens == 0 and self.reserved:
+                    void_reservation(session, self.request_id)
+                elif self.reserved or tokens or not failed:
+                    settle(session, self.usage(tokens), fee_bps=server.settings.platform_fee_bps)
+                self._release(session, None if failed else answer)
+        except VizError:
+            with session_scope(server.database) as session:  # never leave the key running
+                self._release(session, None)
+            raise
         self._record("error" if failed else "ok", tokens)
         return tokens
+
+    def _release(self, session: Session, answer: dict[str, Any] | None) -> None:
+        """The request is no longer in flight; its Idempotency-Key is answered or failed."""
+        if self.reserved:
+            session.query(RequestInFlight).filter_by(request_id=self.request_id).delete()
+        if self.idempotent:
+            finished(session, self.request_id, answer)
 
     def _record(self, status: str, tokens: int) -> None:
         """Count the request in the metrics of each model part and log it as one JSON line."""
@@ -178,22 +216,54 @@ def begin(
     messages: list[dict[str, str]] | None,
     prompt: str | None,
 ) -> Call | Unanswerable | dict[str, Any]:
-    """Authenticate and resolve; retrieve sources (viz.rag); load, tokenise and hot-load
-    outside any transaction; reserve in a short one; then queue. A dict is the replay of an
-    earlier answer with the same Idempotency-Key."""
+    """Authenticate, count and claim the Idempotency-Key, resolve; retrieve sources (viz.rag);
+    load, tokenise and hot-load outside any transaction; reserve in a short one; then queue.
+    A dict is the replay of an earlier answer with the same Idempotency-Key."""
     settings = server.settings
     options = _sampling(body, settings.generate_tokens_max)
+    with session_scope(server.database) as session:  # counted even if the request fails
+        account_id = caller(session, authorization).id
+        _count_request(server, session, account_id, request)
     with session_scope(server.database) as session:
-        account = caller(session, authorization)
+        account = session.get_one(Account, account_id)
         request_id = request.state.request_id
-        if idempotency_key:
-            found = attempt(server.replays, session, account, idempotency_key)
+        if idempotency_key is not None:
+            found = claim(
+                session,
+                account,
+                idempotency_key,
+                fingerprint(request.url.path, body.model_dump(mode="json")),
+                server.keeper.lease_id,
+                fee_bps=settings.platform_fee_bps,
+            )
             if isinstance(found, dict):
                 return found
             request_id = request.state.request_id = found
         resolved, route = _resolve(server, session, body, account, messages, prompt, options)
         session.flush()
         session.expunge(account)
+    prepared: Call | Unanswerable | None = None
+    try:
+        call = Call(server, account, request_id, resolved, [], options, body.n)
+        call.idempotent, call.route = idempotency_key is not None, route
+        prepared = _prepare(call, body, messages, prompt)
+        return prepared
+    finally:
+        if idempotency_key is not None and not isinstance(prepared, Call):
+            with session_scope(server.database) as session:  # nothing ran: a retry runs again
+                finished(session, request_id, None)
+
+
+def _prepare(
+    call: Call,
+    body: CompletionBody,
+    messages: list[dict[str, str]] | None,
+    prompt: str | None,
+) -> Call | Unanswerable:
+    """`call` grounded, tokenised and hot-loaded (outside any transaction), reserved and queued;
+    or the "cannot find" answer when retrieval found nothing relevant."""
+    server, resolved, route = call.server, call.resolved, call.route
+    settings = server.settings
     if server.kind == "vllm" and resolved.precision == "nf4" and resolved.uses and not route:
         raise InvalidInput(
             f"{' + '.join(use.label for use in resolved.uses)} was trained on an NF4 base "
@@ -212,7 +282,7 @@ def begin(
             )
         grounding, messages = server.retriever.ground(body.viz.rag, messages)
         if not grounding.relevant:
-            return Unanswerable(request_id, resolved.model, grounding, route)
+            return Unanswerable(call.request_id, resolved.model, grounding, route)
     if messages is not None:
         ids = chat_prompt_ids(
             engine.tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max
@@ -222,7 +292,7 @@ def begin(
             engine.tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max
         )
     composition = server.compose(resolved, engine)
-    call = Call(server, account, request_id, resolved, ids, options, body.n, grounding, route)
+    call.prompt_ids, call.grounding = ids, grounding
     with session_scope(server.database) as session:
         call.reserve(session)
     call.start(engine, composition)
@@ -240,6 +310,25 @@ def caller(session: Session, authorization: str | None) -> Account:
             "no API key: send 'Authorization: Bearer viz_...' (create a key with: viz keys create)"
         )
     return authenticate(session, authorization[7:])
+
+
+def _count_request(server: Server, session: Session, account_id: int, request: Request) -> None:
+    """One more request in the account's minute, shared by every replica (the database counts);
+    the limit and what remains go out as x-ratelimit-* headers.
+
+    Raises:
+        RateLimited: over VIZ_API_REQUESTS_PER_MINUTE (429 rate_limit_exceeded).
+    """
+    limit = server.settings.api_requests_per_minute
+    if not limit:
+        return
+    count, reset_s = hit(session, f"api:{account_id}", window_s=60)
+    request.state.ratelimit = (limit, max(0, limit - count), reset_s)
+    if count > limit:
+        raise RateLimited(
+            f"rate limit reached: at most {limit} requests per minute for this account "
+            f"(VIZ_API_REQUESTS_PER_MINUTE); retry in {reset_s:.0f} s"
+        )
 
 
 def _sampling(body: CompletionBody, max_tokens_limit: int) -> GenerationSettings:

@@ -22,14 +22,15 @@ from viz.serving.call import Call, Unanswerable
 from viz.serving.engines import Generation
 from viz.serving.grounding import Grounding
 
-__all__ = ["Kind", "cannot_find", "collect", "error_response", "stream"]
+__all__ = ["Kind", "cannot_find", "collect", "completion", "error_response", "replay", "stream"]
 
 log = logging.getLogger("viz.serving")
 Kind = Literal["chat", "text"]
 
 
 def collect(call: Call, kind: Kind) -> dict[str, Any]:
-    """Wait for every choice and answer with one JSON completion (settling the call)."""
+    """Wait for every choice and answer with one JSON completion (settling the call, and
+    storing the answer for its Idempotency-Key in the same transaction)."""
     texts = []
     try:
         for job in call.jobs:
@@ -39,7 +40,14 @@ def collect(call: Call, kind: Kind) -> dict[str, Any]:
         raise
     if call.grounding is not None:
         texts = [call.grounding.cite(text) for text in texts]
-    tokens = call.finish()
+    tokens = sum(job.completion_tokens for job in call.jobs)
+    answer = completion(call, kind, texts, tokens)
+    call.finish(tokens=tokens, answer=answer)
+    return answer
+
+
+def completion(call: Call, kind: Kind, texts: list[str], tokens: int) -> dict[str, Any]:
+    """The OpenAI completion object of `call`'s choices (`texts`, one per job)."""
     choices = []
     for index, (job, text) in enumerate(zip(call.jobs, texts, strict=True)):
         reason = _finish_reason(job)
@@ -61,6 +69,36 @@ def collect(call: Call, kind: Kind) -> dict[str, Any]:
         "usage": _usage(call, tokens),
         **_viz_fields(call.grounding, call.route),
     }
+
+
+async def replay(answer: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """A stored answer (an Idempotency-Key's) as the SSE events of a stream: each choice whole."""
+    chat = answer["object"] == "chat.completion"
+    common = {
+        "id": answer["id"],
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": answer["created"],
+        "model": answer["model"],
+    }
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+        return f"data: {json.dumps({**common, 'choices': choices, **extra})}\n\n"
+
+    for choice in answer["choices"]:
+        index, reason = choice["index"], choice["finish_reason"]
+        if chat:
+            delta = {"role": "assistant", "content": choice["message"]["content"]}
+            yield event([{"index": index, "delta": delta, "finish_reason": None}])
+            yield event([{"index": index, "delta": {}, "finish_reason": reason}])
+        else:
+            yield event([{"index": index, "text": choice["text"], "finish_reason": None}])
+            yield event([{"index": index, "text": "", "finish_reason": reason}])
+    extra = {k: answer[k] for k in ("citations", "viz") if k in answer}
+    if extra:
+        yield event([], **extra)
+    if include_usage:
+        yield event([], usage=answer["usage"])
+    yield "data: [DONE]\n\n"
 
 
 class _Events:
@@ -98,6 +136,8 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
     sent = 0  # tokens of the choices streamed so far: what a client that leaves pays for
     current: Generation | None = None  # the choice streaming now: its tokens so far are sent
     failure: dict[str, Any] | None = None
+    texts: list[str] = []  # each choice as sent: the answer an Idempotency-Key replays
+    interval = call.server.settings.progress_interval_s
     try:
         for index, job in enumerate(call.jobs):
             current = job
@@ -111,10 +151,14 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
                     break
                 text += piece
                 yield events.chunk(index, piece, None)
+                if time.monotonic() - call.progressed >= interval:  # what a crash would settle
+                    await asyncio.to_thread(call.progress, sent + job.completion_tokens)
             if call.grounding is not None:
                 marked = call.grounding.cite(text)
                 if len(marked) > len(text.strip()):  # an attributed source's marker
                     yield events.chunk(index, marked[len(text.strip()) :], None)
+                    text += marked[len(text.strip()) :]
+            texts.append(text)
             sent += job.completion_tokens
             current = None
             yield events.chunk(index, None, _finish_reason(job))
@@ -126,7 +170,7 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
     finally:
         # Runs also when the client went away (the task is being cancelled, so nothing here may
         # await): stop generating and settle, synchronously, the tokens already streamed.
-        tokens = _settle_stream(call, failed, sent, current)
+        tokens = _settle_stream(call, kind, failed, sent, current, texts)
     if failure is not None:  # settled first: the client may act on the error at once
         yield f"data: {json.dumps(failure)}\n\n"
     extra = _viz_fields(call.grounding, call.route)
@@ -137,10 +181,18 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
     yield "data: [DONE]\n\n"
 
 
-def _settle_stream(call: Call, failed: bool, sent: int, streaming: Generation | None) -> int:
+def _settle_stream(
+    call: Call,
+    kind: Kind,
+    failed: bool,
+    sent: int,
+    streaming: Generation | None,
+    texts: list[str],
+) -> int:
     """Stop every generation and settle what was delivered (all of it, unless the stream
     failed or was left: the choices streamed whole plus what `streaming`, the one streaming
-    then, had sent; an engine that failed mid-choice still counts what it sent); returns it."""
+    then, had sent; an engine that failed mid-choice still counts what it sent); returns it.
+    A whole stream's answer (`texts`) is stored for its Idempotency-Key as it settles."""
     for job in call.jobs:
         job.cancel()
     delivered = (
@@ -148,8 +200,9 @@ def _settle_stream(call: Call, failed: bool, sent: int, streaming: Generation | 
         if not failed
         else sent + (streaming.completion_tokens if streaming is not None else 0)
     )
+    answer = None if failed else completion(call, kind, texts, delivered)
     try:
-        return call.finish(failed=failed, tokens=delivered)
+        return call.finish(failed=failed, tokens=delivered, answer=answer)
     except VizError as error:  # never lose the stream's end over a ledger refusal
         log.error(json.dumps({"request_id": call.request_id, "settle_error": error.message}))
         return delivered

@@ -21,7 +21,7 @@ from starlette.datastructures import MutableHeaders
 from viz.market.hierarchy import visible_to
 from viz.serving.call import Unanswerable, begin, caller
 from viz.serving.protocol import ChatBody, CompletionBody, TextBody
-from viz.serving.responses import Kind, cannot_find, collect, stream
+from viz.serving.responses import Kind, cannot_find, collect, replay, stream
 from viz.serving.server import Server
 from viz.store.database import session_scope
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
@@ -95,7 +95,10 @@ async def complete(
     call = await asyncio.to_thread(
         begin, server, request, body, authorization, idempotency_key, messages, prompt
     )
-    if isinstance(call, dict):  # a replay of an earlier answer
+    if isinstance(call, dict):  # a replay of an earlier answer (Idempotency-Key)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(replay(call, include_usage), media_type="text/event-stream")
         return JSONResponse(call)
     if isinstance(call, Unanswerable):  # nothing to generate (viz.rag found nothing)
         return cannot_find(call, body.stream)
@@ -112,8 +115,6 @@ async def complete(
     ends = [job.finished_at for job in call.jobs if job.finished_at is not None]
     starts = [job.submitted_at for job in call.jobs]
     timing = {"x-viz-generation-ms": f"{(max(ends) - min(starts)) * 1e3:.1f}"} if ends else {}
-    if idempotency_key:
-        server.replays.keep(call.request_id, answer)
     return JSONResponse(answer, headers=timing)
 
 
@@ -190,7 +191,15 @@ class RequestHeaders:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers["x-request-id"] = state["request_id"]  # an idempotency id if set
-                for engine in list(self.server.engines.values())[:1]:
+                if "ratelimit" in state:  # the account's requests this minute (all replicas)
+                    limit, remaining, reset_s = state["ratelimit"]
+                    headers["x-ratelimit-limit-requests"] = str(limit)
+                    headers["x-ratelimit-remaining-requests"] = str(remaining)
+                    headers["x-ratelimit-reset-requests"] = f"{reset_s:.0f}s"
+                    if message["status"] == 429 and remaining == 0:
+                        headers["retry-after"] = f"{max(1, round(reset_s))}"
+                engines = [] if "ratelimit" in state else list(self.server.engines.values())
+                for engine in engines[:1]:  # else: this process's queue
                     queue_max = engine.limits.queue_max
                     headers["x-ratelimit-limit-requests"] = str(queue_max)
                     headers["x-ratelimit-remaining-requests"] = str(

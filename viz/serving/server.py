@@ -1,5 +1,7 @@
-"""The gateway's state for one process: engines by (base, precision), resident adapters,
-idempotent replays, the retriever and the Prometheus metrics.
+"""The gateway's state for one process: engines by (base, precision), resident adapters, its
+lease (`viz.serving.leases`: what another replica recovers if it dies), the retriever and the
+Prometheus metrics. What replicas must agree on (idempotent answers, rate limits, requests in
+flight) is in the database, not here.
 
 Engines are opened on first use through `viz.serving.engines.open_engine` (which imports the
 engine's machinery then, never at import time).
@@ -26,7 +28,8 @@ from viz.serving.engines import (
     open_engine,
 )
 from viz.serving.grounding import Retriever
-from viz.serving.idempotency import Replays
+from viz.serving.idempotency import evict
+from viz.serving.leases import Keeper
 from viz.serving.resolve import Resolved
 from viz.store.blobs import blob_path
 from viz.store.database import session_scope
@@ -39,12 +42,12 @@ class Server:
     settings: Settings
     database: Database
     engines: dict[tuple[str, str], Engine] = field(default_factory=dict)
-    replays: Replays = field(default_factory=Replays)
     load_lock: threading.Lock = field(default_factory=threading.Lock)  # loading a base
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     retriever: Retriever = field(init=False)
     hardware: Hardware = field(default_factory=detect_hardware)
     adapters: Any = field(init=False)  # the engines' shared resident-adapter cache
+    keeper: Keeper = field(init=False)  # this process's lease
 
     def __post_init__(self) -> None:
         self.retriever = Retriever(self.settings, self.database)
@@ -67,6 +70,17 @@ class Server:
         )
         self.queue = Gauge("viz_queue_waiting", "Requests waiting", registry=self.registry)
         self.registry.register(_EngineEvents(self))
+        settings = self.settings
+        self.keeper = Keeper(
+            self.database,
+            settings,
+            janitor=lambda session: evict(
+                session,
+                ttl_s=settings.idempotency_ttl_s,
+                keys_max=settings.idempotency_keys_max,
+                bytes_max=settings.idempotency_bytes_max,
+            ),
+        )
 
     def engine(self, base_id: str, precision: str) -> Engine:
         """The engine of this base and precision, loading the model on first use (vLLM
@@ -120,6 +134,7 @@ class Server:
         for engine in self.engines.values():
             engine.close(drain_s=self.settings.serve_drain_s)
         self.retriever.close()
+        self.keeper.close()
 
 
 class _EngineEvents:

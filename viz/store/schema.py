@@ -390,3 +390,7 @@ class UsageEvent(Base):
     settlement_json: Mapped[str] = mapped_column(Text)
     occurred_at_us: Mapped[int] = mapped_column(BigInteger)
     settled_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+# The gateway's shared-state tables live in their own module, on the same metadata.
+from viz.store import gateway as _gateway  # noqa: E402,F401

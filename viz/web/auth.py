@@ -15,10 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -29,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from viz.errors import Forbidden, InvalidInput, RateLimited, Unauthenticated
 from viz.store.schema import Account, WebSession, utc_now
+from viz.store.windows import hit
 
 __all__ = [
     "PASSWORD_CHARS_MAX",
@@ -71,37 +69,23 @@ def set_password(session: Session, account: Account, password: str) -> None:
     session.execute(delete(WebSession).where(WebSession.account_id == account.id))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Throttle:
-    """At most `failures_max` failed logins per account name in `window_s` (in memory)."""
+    """At most `failures_max` failed logins per account name per `window_s` window, counted in
+    the database (`viz.store.windows`) so that every replica of the pages counts together."""
 
     failures_max: int = 5
     window_s: float = 300.0
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def check(self, name: str) -> None:
-        with self._lock:
-            if name not in self._failures:  # a check alone stores nothing
-                return
-            recent = self._recent(name)
-            if len(recent) >= self.failures_max:
-                wait = int(self.window_s - (time.monotonic() - recent[0])) + 1
-                raise RateLimited(
-                    f"too many failed logins for {name!r}; try again in {wait} seconds"
-                )
+    def check(self, session: Session, name: str) -> None:
+        failures, reset_s = hit(session, f"login:{name[:64]}", window_s=self.window_s, add=0)
+        if failures >= self.failures_max:
+            raise RateLimited(
+                f"too many failed logins for {name!r}; try again in {int(reset_s) + 1} seconds"
+            )
 
-    def failed(self, name: str) -> None:
-        with self._lock:
-            self._recent(name).append(time.monotonic())
-            if len(self._failures) > 10_000:  # bounded: forget the oldest names
-                self._failures.pop(next(iter(self._failures)))
-
-    def _recent(self, name: str) -> deque[float]:
-        recent = self._failures.setdefault(name, deque())
-        while recent and time.monotonic() - recent[0] > self.window_s:
-            recent.popleft()
-        return recent
+    def failed(self, session: Session, name: str) -> None:
+        hit(session, f"login:{name[:64]}", window_s=self.window_s)
 
 
 def log_in(session: Session, name: str, password: str, *, throttle: Throttle) -> str:
@@ -112,7 +96,7 @@ def log_in(session: Session, name: str, password: str, *, throttle: Throttle) ->
             for all three, so it does not tell which accounts exist).
         RateLimited: too many recent failures for this name.
     """
-    throttle.check(name)
+    throttle.check(session, name)
     account = session.scalar(select(Account).where(Account.name == name))
     stored = account.password_hash if account is not None else None
     try:
@@ -121,7 +105,7 @@ def log_in(session: Session, name: str, password: str, *, throttle: Throttle) ->
     except (VerificationError, InvalidHashError):
         correct = False
     if account is None or not correct:
-        throttle.failed(name)
+        throttle.failed(session, name)
         raise Unauthenticated(
             "wrong account name or password (an account without a password sets one with: "
             "viz account password NAME)"

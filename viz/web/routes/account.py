@@ -8,8 +8,6 @@ and new accounts are capped per hour, both per app.
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine as Database
@@ -17,6 +15,7 @@ from sqlalchemy import Engine as Database
 from viz.accounts.accounts import create_account
 from viz.errors import RateLimited, VizError
 from viz.store.database import session_scope
+from viz.store.windows import hit
 from viz.web._page import SESSION_COOKIE, checked_form, local_target, render, secure, visit
 from viz.web.auth import Throttle, log_in, log_out, set_password
 
@@ -27,12 +26,11 @@ SESSION_HOURS = 12  # the session cookie's max-age
 
 
 class AccountPages:
-    """The handlers, over one database, with this app's login throttle and signup times."""
+    """The handlers, over one database; logins and sign-ups are limited in the database."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
         self.throttle = Throttle()
-        self.signups: list[float] = []  # time.monotonic() of each signup in the last hour
 
     def login_form(self, request: Request, next: str = "/dashboard") -> Response:
         with session_scope(self.database) as session:
@@ -91,18 +89,17 @@ class AccountPages:
         password: str = Form(""),
         csrf_token: str = Form(""),
     ) -> Response:
-        now = time.monotonic()
-        self.signups[:] = [t for t in self.signups if now - t < 3600]
         with session_scope(self.database) as session:
             seen = checked_form(request, session, csrf_token)
             try:
-                if len(self.signups) >= SIGNUPS_PER_HOUR_MAX:
+                signups, _ = hit(session, "signup", window_s=3600, add=0)  # every replica's
+                if signups >= SIGNUPS_PER_HOUR_MAX:
                     raise RateLimited("too many new accounts this hour; try again later")
                 account = create_account(
                     session, name.strip(), display_name=display_name.strip()[:200]
                 )
                 set_password(session, account, password)
-                self.signups.append(now)
+                hit(session, "signup", window_s=3600)
             except VizError as error:
                 session.rollback()
                 return render(
