@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -54,7 +55,22 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app.add_middleware(RequestHeaders, server=server)
     add_pages(app, settings, database)  # the marketplace's pages (viz.web)
     app.include_router(api_router(server))
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's spec, saying what the API really answers: a bad body is a 400 in OpenAI's error
+    shape (documented on each operation), not FastAPI's 422."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -88,4 +104,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         if error.status_code == 404:
             missing = NotFound(f"nothing at {request.url.path}; the catalogue is at /")
             return answer(request, missing)
-        return await http_exception_handler(request, error)
+        if is_page(request):
+            return await http_exception_handler(request, error)
+        # the API answers in OpenAI's shape even before a body is parsed (a body that is not
+        # JSON, a method a path does not take)
+        refused = InvalidInput(
+            f"{error.detail}: send a JSON object with Content-Type: application/json"
+            if error.status_code == 400
+            else str(error.detail)
+        )
+        refused.http_status = error.status_code
+        return error_response(request, refused)

@@ -333,7 +333,7 @@ def _count_request(server: Server, session: Session, account_id: int, request: R
 
 def _sampling(body: CompletionBody, max_tokens_limit: int) -> GenerationSettings:
     """The body's sampling settings, checked (InvalidInput / LimitExceeded)."""
-    max_tokens = body.max_completion_tokens or body.max_tokens or 256
+    max_tokens = body.max_completion_tokens or body.max_tokens or min(256, max_tokens_limit)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     options = GenerationSettings(max_tokens, body.temperature, body.top_p, body.seed, stop)
     options.check(max_tokens_limit=max_tokens_limit)

@@ -20,13 +20,24 @@ from starlette.datastructures import MutableHeaders
 
 from viz.market.hierarchy import visible_to
 from viz.serving.call import Unanswerable, begin, caller
-from viz.serving.protocol import ChatBody, CompletionBody, TextBody
+from viz.serving.protocol import ANSWERS, ChatBody, Completion, CompletionBody, ModelList, TextBody
 from viz.serving.responses import Kind, cannot_find, collect, replay, stream
 from viz.serving.server import Server
 from viz.store.database import session_scope
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
 
 __all__ = ["RequestHeaders", "api_router"]
+
+
+# A completion is JSON, or with "stream": true server-sent events (OpenAI's chunks, then [DONE]).
+COMPLETION_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the completion, or its events when streamed",
+        "model": Completion,  # application/json
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **ANSWERS,
+}
 
 
 def api_router(server: Server) -> APIRouter:
@@ -45,16 +56,16 @@ def api_router(server: Server) -> APIRouter:
             "adapters_resident": server.adapters.resident() if server.adapters else [],
         }
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(server.registry).decode())
 
-    @router.get("/v1/models")
+    @router.get("/v1/models", response_model=ModelList, responses=ANSWERS)
     def models(authorization: str | None = Header(default=None)) -> dict[str, Any]:
         with session_scope(server.database) as session:
             return {"object": "list", "data": _models(session, caller(session, authorization))}
 
-    @router.post("/v1/chat/completions", response_model=None)
+    @router.post("/v1/chat/completions", response_model=None, responses=COMPLETION_ANSWERS)
     async def chat(
         body: ChatBody,
         request: Request,
@@ -66,7 +77,7 @@ def api_router(server: Server) -> APIRouter:
             server, request, body, authorization, idempotency_key, messages=messages
         )
 
-    @router.post("/v1/completions", response_model=None)
+    @router.post("/v1/completions", response_model=None, responses=COMPLETION_ANSWERS)
     async def completions(
         body: TextBody,
         request: Request,
