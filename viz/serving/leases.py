@@ -37,7 +37,19 @@ from viz.store.windows import purge_windows
 __all__ = ["Keeper", "lapsed_leases", "lease_alive", "progress", "recover", "resolve", "track"]
 
 log = logging.getLogger("viz.serving")
-HOST = socket.gethostname()[:200]
+
+
+def _host() -> str:
+    """This host and PID namespace: only a process of the same namespace checks another's pid
+    (two containers may share a host name, never a PID namespace)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: the host name alone
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}"[:200]
+
+
+HOST = _host()
 JANITOR_EVERY_S = 60.0  # evicting old answers and rate windows: not on every renewal
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -78,10 +79,18 @@ class Throttle:
     window_s: float = 300.0
 
     def check(self, session: Session, name: str) -> None:
-        failures, reset_s = hit(session, f"login:{name[:64]}", window_s=self.window_s, add=0)
-        if failures >= self.failures_max:
+        """Raises RateLimited when this window and the one before hold `failures_max` failures
+        (so a burst that spans two windows is still counted whole)."""
+        scope, now_us = f"login:{name[:64]}", time.time_ns() // 1000
+        failures, reset_s = hit(session, scope, window_s=self.window_s, add=0, now_us=now_us)
+        before, _ = hit(
+            session, scope, window_s=self.window_s, add=0, now_us=now_us - int(self.window_s * 1e6)
+        )
+        if failures + before >= self.failures_max:
+            # once this window ends, its failures are the window before
+            wait = reset_s + (self.window_s if failures >= self.failures_max else 0)
             raise RateLimited(
-                f"too many failed logins for {name!r}; try again in {int(reset_s) + 1} seconds"
+                f"too many failed logins for {name!r}; try again in {int(wait) + 1} seconds"
             )
 
     def failed(self, session: Session, name: str) -> None:
