@@ -44,7 +44,13 @@ CONFIG_FIELDS = [
     "checkpoint_every",
     "optimizer",
     "gradient_checkpointing",
+    "evaluation_windows",
 ]
+EVALUATION_WINDOWS = typer.Option(
+    32,
+    "--eval-windows",
+    help="Windows per perplexity measured before and after training (fewer: faster, rougher)",
+)
 
 # The longer options of `viz adapters train`.
 METHOD = typer.Option(
@@ -117,6 +123,7 @@ def train(
     checkpoint_every: int = typer.Option(10, help="Save a resumable checkpoint every N steps"),
     optimizer: str = OPTIMIZER,
     gradient_checkpointing: bool | None = GRADIENT_CHECKPOINTING,
+    evaluation_windows: int = EVALUATION_WINDOWS,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
     from_parent: list[str] = FROM_PARENT,
     transfer: str | None = TRANSFER,
@@ -183,6 +190,7 @@ def update(
         0.25, help="Fraction of the new documents held out to measure the gain (0: none)"
     ),
     seed: int = typer.Option(0, help="Random seed (same seed, same adapter)"),
+    evaluation_windows: int = EVALUATION_WINDOWS,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted update"),
 ) -> None:
     """Train a new version of an adapter on new documents, guarding against forgetting.
@@ -210,6 +218,7 @@ def update(
         batch_size=batch_size,
         learning_rate=learning_rate,
         held_out_fraction=held_out,
+        evaluation_windows=evaluation_windows,
         seed=seed,
         resume=resume,
         say=_note,

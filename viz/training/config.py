@@ -42,6 +42,8 @@ class TrainingConfig:
     # recompute activations in the backward pass: less memory for about a third more compute;
     # None: on for CUDA (memory is what limits there, as in QLoRA), off on the CPU
     gradient_checkpointing: bool | None = None
+    # windows per perplexity measured before and after (evenly spread over the held-out ones)
+    evaluation_windows: int = 32
 
     def check(self) -> None:
         """Raise InvalidInput (or LimitExceeded) naming every bad field at once."""
@@ -53,6 +55,11 @@ class TrainingConfig:
             problems.append(
                 f"base precision {self.base_precision!r} does not go with method {self.method!r}"
                 f" (use {allowed})"
+            )
+        if not 1 <= self.evaluation_windows <= 4096:
+            raise InvalidInput(
+                f"evaluation windows {self.evaluation_windows} must be 1..4096 (more measure "
+                "perplexity more precisely, fewer faster)"
             )
         if self.rank <= 0:
             problems.append(f"rank is {self.rank}; it must be a positive integer (e.g. 8)")

@@ -214,8 +214,10 @@ def continual_start(
     *,
     new_windows: int,
     seed: int,
+    evaluation_windows: int = 32,
 ) -> Start:
-    """The trainer's `Start` for an update from the adapter in `previous` under `guard`."""
+    """The trainer's `Start` for an update from the adapter in `previous` under `guard`
+    (forgetting and gain measured on at most `evaluation_windows` windows each)."""
     weights = load_lora_weights(previous)
     manifest = read_manifest(previous)
     replay: tuple[tuple[int, ...], ...] = ()
@@ -234,7 +236,10 @@ def continual_start(
         "skipped_documents": list(earlier.skipped),
         "forgetting_measured_on": f"earlier {earlier.evaluation_source}",
     }
-    evaluations = {"earlier": spread(earlier.evaluation), "new": spread(new_evaluation)}
+    evaluations = {
+        "earlier": spread(earlier.evaluation, evaluation_windows),
+        "new": spread(new_evaluation, evaluation_windows),
+    }
     if guard.penalty == "olora":
         rank = int(manifest["lora"]["r"])
         return _olora_start(weights, rank, guard.strength, replay, evaluations, record)
@@ -341,6 +346,7 @@ def update_adapter(
         new_evaluation,
         new_windows=len(training_set.train_windows()),
         seed=config.seed,
+        evaluation_windows=config.evaluation_windows,
     )
     if not training_set.held_out:
         start.record["gain_measured_on"] = "new training documents (no held-out documents)"

@@ -137,6 +137,7 @@ def update_from_documents(
     batch_size: int = 4,
     learning_rate: float = 1e-3,
     held_out_fraction: float = 0.25,
+    evaluation_windows: int = 32,
     seed: int = 0,
     resume: bool = False,
     show_progress: bool = True,
@@ -166,6 +167,7 @@ def update_from_documents(
         batch_size=batch_size,
         learning_rate=learning_rate,
         held_out_fraction=held_out_fraction,
+        evaluation_windows=evaluation_windows,
         seed=seed,
     )
     config.check()

@@ -107,7 +107,7 @@ def train_adapter(
     model = _model(base_folder, config, start)
     optimizer, optimizer_name, note = make_optimizer(model, config.optimizer, config.learning_rate)
     train = training_set.train_windows() + list(replay)
-    held_out = spread(training_set.held_out_windows())
+    held_out = spread(training_set.held_out_windows(), config.evaluation_windows)
     general = general_windows(tokenizer, config.sequence_length)
     checkpoint = latest_checkpoint(work / "checkpoints") if resume else None
     progress = _begin(model, optimizer, checkpoint, held_out, general, ranks, start, config.seed)
