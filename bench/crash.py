@@ -3,7 +3,7 @@ load, restarted, and the money checked after each kill; then two replicas on one
 
 Per database (SQLite; PostgreSQL when VIZ_TEST_POSTGRES_URL is set or the default answers), each
 of --kills rounds: --clients clients stream chat completions, each with its own
-Idempotency-Key; after a random 0.3-3 s the server gets SIGKILL; it is restarted and every key is
+Idempotency-Key; after a random 0.5-8 s the server gets SIGKILL; it is restarted and every key is
 retried. Checked after each round (a failed check stops the campaign):
 
 - `viz ledger verify` passes, nothing stays reserved, no request is left in flight;
@@ -52,13 +52,14 @@ from viz.models.loading import ensure_cached  # noqa: E402
 from viz.models.registry import BUILTIN_BASES, builtin_record  # noqa: E402
 from viz.store import open_database, session_scope  # noqa: E402
 from viz.store.gateway import RequestInFlight  # noqa: E402
-from viz.store.schema import LedgerPending, UsageEvent  # noqa: E402
+from viz.store.schema import AdapterVersion, LedgerPending, UsageEvent  # noqa: E402
 from worlds.ledger import build_market  # noqa: E402
-from worlds.serving import serve_process  # noqa: E402
+from worlds.serving import make_adapter, register, serve_process  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "crash"
-MODEL = "smollm2-135m-instruct"
+BASE = "smollm2-135m-instruct"
+MODEL = "qa-real"  # a priced plain-PEFT adapter (100 in / 300 out per 1k tokens): money moves
 FUNDS = 1_000_000_000
 QUESTIONS = [
     "Name a river of Europe and say one thing about it.",
@@ -73,7 +74,7 @@ def world(url: str | None) -> dict[str, Any]:
     a funded consumer and its API key; the environment `viz serve` runs in."""
     home = Path(tempfile.mkdtemp(prefix="viz-crash-"))
     models = REPO / ".viz" / "test-models"
-    ensure_cached(builtin_record(BUILTIN_BASES[MODEL]), models)
+    base_folder = ensure_cached(builtin_record(BUILTIN_BASES[BASE]), models)
     (home / "models").symlink_to(models, target_is_directory=True)
     env = {**os.environ, "VIZ_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env |= {"VIZ_PROGRESS_INTERVAL_S": "0.2", "VIZ_API_REQUESTS_PER_MINUTE": "0"}
@@ -86,7 +87,10 @@ def world(url: str | None) -> dict[str, Any]:
         env["VIZ_DATABASE_URL"] = f"sqlite:///{home / 'viz.db'}"
     database = open_database(env["VIZ_DATABASE_URL"])
     build_market(database)
+    adapter = make_adapter(base_folder, home / "qa", seed=3)
     with session_scope(database) as session:
+        session.execute(AdapterVersion.__table__.update().values(status="rejected"))
+        register(session, Path(home / "blobs"), adapter, MODEL, "ada")
         topup(session, "bob", FUNDS, transfer_id="bob-funds")
         key = create_api_key(session, get_account(session, "bob")).token
     return {"env": env, "key": key, "database": database}
@@ -150,7 +154,7 @@ def round_(w: dict[str, Any], clients: int, rng: random.Random, kill: bool) -> d
                 got[spec[0]] = ask(url, w["key"], *spec)
 
         futures = [pool.submit(one, spec) for spec in keys]
-        time.sleep(rng.uniform(0.3, 3.0))
+        time.sleep(rng.uniform(0.5, 8.0))  # before, during or after the answers
         if kill:
             process.kill()
         else:
@@ -262,7 +266,8 @@ def report(runs: list[dict[str, Any]], shared: dict[str, Any] | None, args: Any)
         "",
         f"`.venv/bin/python bench/crash.py --kills {args.kills} --clients {args.clients} "
         f"--replica-clients {args.replica_clients} --replica-requests {args.replica_requests}`"
-        f" on {platform.machine()}, {os.cpu_count()} cores; the base ({MODEL}), 24 tokens "
+        f" on {platform.machine()}, {os.cpu_count()} cores; {MODEL}, a priced plain-PEFT adapter "
+        f"on {BASE}, 24 tokens "
         "a request, half of them streamed. Every round passed every check (a failure stops "
         "the campaign): ledger verified, nothing reserved or in flight, answers given before "
         "the kill replayed identically, every key answered and charged once.",
