@@ -237,6 +237,7 @@ def begin(
                 fee_bps=settings.platform_fee_bps,
             )
             if isinstance(found, dict):
+                request.state.request_id = found.get("id", request_id)  # x-request-id
                 return found
             request_id = request.state.request_id = found
         resolved, route = _resolve(server, session, body, account, messages, prompt, options)
