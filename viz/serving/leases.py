@@ -179,38 +179,31 @@ class Keeper:
         self.janitor = janitor  # called with a session every JANITOR_EVERY_S
         self.recovered: dict[str, int] = {}
         self._stop = threading.Event()
+        self.renew(taking=True)
+        self.recover_lapsed()
+        self._thread = threading.Thread(target=self._run, name="viz-lease", daemon=True)
+        self._thread.start()
+
+    def renew(self, *, taking: bool = False) -> None:
+        """Push the lease's expiry a TTL ahead; take it (a new row) when there is none."""
         now = _now_us()
-        with session_scope(database) as session:
+        expires = now + int(self.settings.lease_ttl_s * 1e6)
+        with session_scope(self.database) as session:
+            lease = session.get(ServeLease, self.lease_id)
+            if lease is not None:
+                lease.expires_at_us = expires
+                return
+            if not taking:  # another replica took us for dead (a stall over the TTL)
+                log.warning(json.dumps({"lease": self.lease_id, "event": "lease lost; renewed"}))
             session.add(
                 ServeLease(
                     id=self.lease_id,
                     host=HOST,
                     pid=os.getpid(),
                     started_at_us=now,
-                    expires_at_us=now + int(settings.lease_ttl_s * 1e6),
+                    expires_at_us=expires,
                 )
             )
-        self.recover_lapsed()
-        self._thread = threading.Thread(target=self._run, name="viz-lease", daemon=True)
-        self._thread.start()
-
-    def renew(self) -> None:
-        expires = _now_us() + int(self.settings.lease_ttl_s * 1e6)
-        with session_scope(self.database) as session:
-            lease = session.get(ServeLease, self.lease_id)
-            if lease is None:  # another replica took us for dead (a stall over the TTL)
-                log.warning(json.dumps({"lease": self.lease_id, "event": "lease lost; renewed"}))
-                session.add(
-                    ServeLease(
-                        id=self.lease_id,
-                        host=HOST,
-                        pid=os.getpid(),
-                        started_at_us=_now_us(),
-                        expires_at_us=expires,
-                    )
-                )
-            else:
-                lease.expires_at_us = expires
 
     def recover_lapsed(self) -> None:
         with session_scope(self.database) as session:
