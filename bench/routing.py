@@ -81,7 +81,7 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         ids = torch.randint(100, 1000, (1, 512))
         with torch.inference_mode():
-            cache = models[precision](ids, use_cache=True).past_key_values
+            cache = models[precision](ids, use_cache=True).cache
         allocated = sum(
             layer.keys.numel() * layer.keys.element_size()
             + layer.values.numel() * layer.values.element_size()

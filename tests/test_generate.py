@@ -103,3 +103,22 @@ def test_the_default_model_answers_correctly_and_stops_at_end_of_turn(smollm2) -
     assert stream.finish_reason == "stop"
     assert stream.completion_tokens < 64
     assert "<|im" not in answer and "user" not in answer.lower()
+
+
+def test_penalties_and_bias_follow_openais_definitions() -> None:
+    import torch
+
+    from viz.models.sampling import adjust
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    generated = [0, 0, 2]  # token 0 twice, token 2 once
+    settings = GenerationSettings(
+        frequency_penalty=0.5, presence_penalty=0.25, logit_bias=((3, -10.0),)
+    )
+    # mu[j] - c[j] * frequency - (c[j] > 0) * presence, after the bias
+    expected = torch.tensor([2.0 - 1.0 - 0.25, -1.0, 0.5 - 0.5 - 0.25, 3.0 - 10.0])
+    assert torch.allclose(adjust(logits, settings, [1], generated), expected)
+    # repetition (over prompt and answer): positive logits divided, negative multiplied
+    repeat = GenerationSettings(repetition_penalty=2.0)
+    assert adjust(logits, repeat, [1], [0]).tolist() == [1.0, -2.0, 0.5, 3.0]
+    assert adjust(logits, GenerationSettings(), [1], generated) is logits  # nothing to do

@@ -14,7 +14,7 @@ def test_the_kv_formula_matches_the_cache_a_real_forward_pass_allocates(smollm2)
 
     ids = torch.randint(100, 1000, (1, 37))
     with torch.inference_mode():
-        cache = smollm2.model(ids, use_cache=True).past_key_values
+        cache = smollm2.model(ids, use_cache=True).cache
     allocated = 0
     for layer in cache.layers:
         allocated += layer.keys.numel() * layer.keys.element_size()

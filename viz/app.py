@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from viz.config import Settings
 from viz.errors import InvalidInput, NotFound, VizError
+from viz.serving.protocol import REFUSED
 from viz.serving.responses import error_response
 from viz.serving.routes import RequestHeaders, api_router
 from viz.serving.server import Server
@@ -97,6 +98,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def bad_body(request: Request, error: RequestValidationError) -> Response:
         first = error.errors()[0]
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if first.get("type") == "extra_forbidden":  # a field Viz does not implement
+            field = param.rsplit(".", 1)[-1]
+            reason = REFUSED.get(field, "Viz does not know this field")
+            message = (
+                f"{param} is not supported: {reason} (the README's table of OpenAI fields "
+                "lists what is)"
+            )
+            return answer(request, InvalidInput(message), param=param)
         return answer(request, InvalidInput(f"{param}: {first.get('msg')}"), param=param)
 
     @app.exception_handler(StarletteHTTPException)

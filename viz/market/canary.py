@@ -122,13 +122,13 @@ def _next_token_log_probs(model: Any, batch: dict[str, Any]) -> Any:
     vocabulary projection of the others would be a fifth of the pass on a small model)."""
     cache = None
     if batch["prefix"].shape[1]:
-        cache = model(input_ids=batch["prefix"], use_cache=True, logits_to_keep=1).past_key_values
+        cache = model(input_ids=batch["prefix"], use_cache=True, logits_to_keep=1).cache
         cache.batch_repeat_interleave(batch["input_ids"].shape[0])
     logits = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=batch["position_ids"],
-        past_key_values=cache,
+        cache=cache,
         use_cache=cache is not None,
         logits_to_keep=1,
     ).logits

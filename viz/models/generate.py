@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from viz.errors import InvalidInput, LimitExceeded
+from viz.models.sampling import adjust, sample
 
 __all__ = [
     "GenerationSettings",
@@ -26,24 +27,53 @@ __all__ = [
 ]
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>", "<|im_start|>")
-STOP_STRINGS_MAX = 8
+STOP_STRINGS_MAX = 4  # OpenAI's
 STOP_STRING_CHARS_MAX = 64
-GREEDY_BELOW = 1e-4  # temperatures this small sample greedily (the limit of softmax(l / t))
+LOGIT_BIAS_MAX = 300  # entries
+TOP_LOGPROBS_MAX = 20
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to sample: temperature 0 means greedy (deterministic)."""
+    """How to sample: temperature 0 means greedy (deterministic). Penalties and bias follow
+    OpenAI's definitions (`viz.models.sampling`); `logprobs` is how many alternatives to report
+    with each token's log-probability (None: report none); `json_schema` (canonical JSON text)
+    constrains the answer to a JSON document that validates against it."""
 
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None  # echo with logprobs: the prompt's tokens scored too
+    json_schema: str | None = None
 
     def check(self, *, max_tokens_limit: int) -> None:
         """Raise InvalidInput / LimitExceeded naming every bad field at once."""
         problems = []
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                problems.append(f"{name} is {getattr(self, name)}; use -2 to 2")
+        if not 0.0 < self.repetition_penalty <= 10.0:
+            problems.append(
+                f"repetition_penalty is {self.repetition_penalty}; use a value in (0, 10] "
+                "(1 is none, above 1 discourages repeats)"
+            )
+        if len(self.logit_bias) > LOGIT_BIAS_MAX:
+            problems.append(
+                f"logit_bias has {len(self.logit_bias)} entries; at most {LOGIT_BIAS_MAX}"
+            )
+        if any(not -100.0 <= bias <= 100.0 for _, bias in self.logit_bias):
+            problems.append("logit_bias values must be -100 to 100")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= TOP_LOGPROBS_MAX:
+                problems.append(f"{name} is {value}; use 0 to {TOP_LOGPROBS_MAX}")
         if self.max_tokens < 1:
             problems.append(f"max_tokens is {self.max_tokens}; it must be at least 1")
         if not 0.0 <= self.temperature <= 2.0:
@@ -64,9 +94,15 @@ class GenerationSettings:
 
 
 def chat_prompt_ids(
-    tokenizer: Any, messages: Sequence[dict[str, str]], *, prompt_tokens_max: int
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    *,
+    prompt_tokens_max: int,
+    chat_template: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Token ids of `messages` rendered with the tokenizer's chat template.
+    """Token ids of `messages` rendered with the tokenizer's chat template (or
+    `chat_template`), with `tools` for templates that take them.
 
     Raises:
         InvalidInput: no messages, or an unknown role.
@@ -74,13 +110,17 @@ def chat_prompt_ids(
     """
     if not messages:
         raise InvalidInput("no messages to answer; give a question")
-    roles = {"system", "user", "assistant"}
+    roles = {"system", "user", "assistant", "tool"}
     bad = [m.get("role") for m in messages if m.get("role") not in roles]
     if bad:
         raise InvalidInput(f"message role(s) {bad} not one of {sorted(roles)}")
     try:
         ids = tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True
+            list(messages),
+            add_generation_prompt=True,
+            tokenize=True,
+            chat_template=chat_template,
+            tools=tools,
         )
     except Exception as error:  # noqa: BLE001 - templates raise their own errors on bad turns
         raise InvalidInput(
@@ -128,6 +168,11 @@ class TextTracker:
     completion_tokens: int = 0
     _generated: list[int] = field(default_factory=list)
     _emitted: int = 0
+
+    @property
+    def generated(self) -> list[int]:
+        """The answer's token ids so far (end-of-turn tokens excluded)."""
+        return self._generated
 
     def push(self, token: int) -> tuple[str, bool]:
         """Record `token`; return (new text to show, whether the answer has ended)."""
@@ -192,9 +237,12 @@ class TokenStream:
         past = None
         with torch.inference_mode():
             for _ in range(self.settings.max_tokens):
-                output = self.model(input_ids=next_input, past_key_values=past, use_cache=True)
-                past = output.past_key_values
-                token = sample(output.logits[0, -1], self.settings, generator)
+                output = self.model(input_ids=next_input, cache=past, use_cache=True)
+                past = output.cache
+                logits = adjust(
+                    output.logits[0, -1], self.settings, self.prompt_ids, tracker.generated
+                )
+                token = sample(logits, self.settings, generator)
                 piece, ended = tracker.push(token)
                 self.text, self.completion_tokens = tracker.text, tracker.completion_tokens
                 if piece:
@@ -243,26 +291,6 @@ def end_of_turn_ids(model: Any, tokenizer: Any) -> set[int]:
     vocabulary = tokenizer.get_vocab()
     ids.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
     return ids
-
-
-def sample(logits: Any, settings: GenerationSettings, generator: Any) -> int:
-    """One token id from `logits`: greedy at temperature 0, else temperature and top-p."""
-    # deferred: torch is heavy
-    import torch
-
-    logits = logits.float()
-    if settings.temperature < GREEDY_BELOW:  # dividing by a tiny temperature overflows
-        return int(torch.argmax(logits))
-    probabilities = torch.softmax(logits / settings.temperature, dim=-1)
-    if settings.top_p < 1.0:
-        sorted_probabilities, order = torch.sort(probabilities, descending=True)
-        cumulative = torch.cumsum(sorted_probabilities, dim=-1)
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-        outside = cumulative - sorted_probabilities >= settings.top_p
-        outside[0] = False  # a top_p below float32's smallest number still keeps one token
-        sorted_probabilities[outside] = 0.0
-        probabilities = torch.zeros_like(probabilities).scatter(0, order, sorted_probabilities)
-    return int(torch.multinomial(probabilities, 1, generator=generator))
 
 
 def _find_stop(text: str, stops: Sequence[str], emitted: int) -> int | None:

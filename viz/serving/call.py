@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from viz.accounts.keys import authenticate
 from viz.errors import InvalidInput, PaymentRequired, RateLimited, Unauthenticated, VizError
 from viz.ledger import Usage, quote, reserve, settle, void_reservation
-from viz.models.generate import GenerationSettings, chat_prompt_ids, text_prompt_ids
+from viz.models.generate import GenerationSettings, text_prompt_ids
+from viz.models.grammar import check_schema
 from viz.routing.hardware import parse_hardware
 from viz.routing.options import QUERY_CHARS_MAX, RouteRequest
 from viz.routing.route import recommend_route
@@ -32,9 +33,12 @@ from viz.serving.engines import Engine, Generation
 from viz.serving.grounding import Grounding
 from viz.serving.idempotency import claim, fingerprint, finished
 from viz.serving.leases import progress, track
-from viz.serving.protocol import CompletionBody, RouteOptions
+from viz.serving.logprobs import TokenTexts
+from viz.serving.options import answer_schema, check_logit_bias, sampling
+from viz.serving.protocol import ChatBody, CompletionBody, RouteOptions, TextBody
 from viz.serving.resolve import Resolved, resolve
 from viz.serving.server import Server
+from viz.serving.tools import ToolUse, call_schema, prompt_ids, tool_use
 from viz.store.database import session_scope
 from viz.store.gateway import RequestInFlight
 from viz.store.schema import Account
@@ -58,6 +62,9 @@ class Call:
     n: int
     grounding: Grounding | None = None
     route: dict[str, Any] | None = None
+    tools: ToolUse | None = None  # the functions the model may call (chat)
+    echo: str | None = None  # the prompt's text, put before the answer (completions, echo)
+    token_texts: TokenTexts | None = None  # to spell tokens out, when logprobs are asked for
     jobs: list[Generation] = field(default_factory=list)
     idempotent: bool = False  # an Idempotency-Key claimed this request id
     reserved: bool = False
@@ -213,14 +220,17 @@ def begin(
     body: CompletionBody,
     authorization: str | None,
     idempotency_key: str | None,
-    messages: list[dict[str, str]] | None,
+    messages: list[dict[str, Any]] | None,
     prompt: str | None,
 ) -> Call | Unanswerable | dict[str, Any]:
     """Authenticate, count and claim the Idempotency-Key, resolve; retrieve sources (viz.rag);
     load, tokenise and hot-load outside any transaction; reserve in a short one; then queue.
     A dict is the replay of an earlier answer with the same Idempotency-Key."""
     settings = server.settings
-    options = _sampling(body, settings.generate_tokens_max)
+    use = tool_use(body) if isinstance(body, ChatBody) else None
+    options = sampling(
+        body, max_tokens_limit=settings.generate_tokens_max, schema=_schema(body, use)
+    )
     with session_scope(server.database) as session:  # counted even if the request fails
         account_id = caller(session, authorization).id
         _count_request(server, session, account_id, request)
@@ -245,8 +255,10 @@ def begin(
         session.expunge(account)
     prepared: Call | Unanswerable | None = None
     try:
-        call = Call(server, account, request_id, resolved, [], options, body.n)
+        call = Call(server, account, request_id, resolved, [], options, body.n, tools=use)
         call.idempotent, call.route = idempotency_key is not None, route
+        if isinstance(body, TextBody) and body.echo:
+            call.echo = body.prompt
         prepared = _prepare(call, body, messages, prompt)
         return prepared
     finally:
@@ -258,7 +270,7 @@ def begin(
 def _prepare(
     call: Call,
     body: CompletionBody,
-    messages: list[dict[str, str]] | None,
+    messages: list[dict[str, Any]] | None,
     prompt: str | None,
 ) -> Call | Unanswerable:
     """`call` grounded, tokenised and hot-loaded (outside any transaction), reserved and queued;
@@ -284,14 +296,18 @@ def _prepare(
         grounding, messages = server.retriever.ground(body.viz.rag, messages)
         if not grounding.relevant:
             return Unanswerable(call.request_id, resolved.model, grounding, route)
+    tokenizer = engine.tokenizer
     if messages is not None:
-        ids = chat_prompt_ids(
-            engine.tokenizer, messages, prompt_tokens_max=settings.prompt_tokens_max
+        ids = prompt_ids(
+            tokenizer, messages, call.tools, prompt_tokens_max=settings.prompt_tokens_max
         )
     else:
-        ids = text_prompt_ids(
-            engine.tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max
-        )
+        ids = text_prompt_ids(tokenizer, prompt or "", prompt_tokens_max=settings.prompt_tokens_max)
+    check_logit_bias(call.options, len(tokenizer))
+    if call.options.json_schema is not None:
+        check_schema(call.options.json_schema)  # a schema the grammar cannot take: 400
+    if call.options.logprobs is not None:
+        call.token_texts = TokenTexts(tokenizer)
     composition = server.compose(resolved, engine)
     call.prompt_ids, call.grounding = ids, grounding
     with session_scope(server.database) as session:
@@ -332,13 +348,21 @@ def _count_request(server: Server, session: Session, account_id: int, request: R
         )
 
 
-def _sampling(body: CompletionBody, max_tokens_limit: int) -> GenerationSettings:
-    """The body's sampling settings, checked (InvalidInput / LimitExceeded)."""
-    max_tokens = body.max_completion_tokens or body.max_tokens or min(256, max_tokens_limit)
-    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    options = GenerationSettings(max_tokens, body.temperature, body.top_p, body.seed, stop)
-    options.check(max_tokens_limit=max_tokens_limit)
-    return options
+def _schema(body: CompletionBody, use: ToolUse | None) -> str | None:
+    """The JSON schema the answer is decoded under: a forced tool call's, or response_format's.
+
+    Raises:
+        InvalidInput: both are asked for.
+    """
+    if not isinstance(body, ChatBody):
+        return None
+    call, answer = call_schema(use), answer_schema(body)
+    if use is not None and answer is not None:
+        raise InvalidInput(
+            "response_format json with tools: the answer is either a tool call or JSON "
+            "content; drop one (or set tool_choice: none)"
+        )
+    return call or answer
 
 
 def _resolve(
@@ -346,7 +370,7 @@ def _resolve(
     session: Session,
     body: CompletionBody,
     account: Account,
-    messages: list[dict[str, str]] | None,
+    messages: list[dict[str, Any]] | None,
     prompt: str | None,
     options: GenerationSettings,
 ) -> tuple[Resolved, dict[str, Any] | None]:
@@ -373,7 +397,7 @@ def _route(
     session: Session,
     body: CompletionBody,
     account: Account,
-    messages: list[dict[str, str]] | None,
+    messages: list[dict[str, Any]] | None,
     prompt: str | None,
     max_tokens: int,
 ) -> dict[str, Any]:

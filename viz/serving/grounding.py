@@ -98,7 +98,7 @@ class Retriever:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ground(
-        self, options: RagOptions, messages: list[dict[str, str]]
+        self, options: RagOptions, messages: list[dict[str, Any]]
     ) -> tuple[Grounding, list[dict[str, str]]]:
         """Retrieve sources for the last user message; return them and the grounded messages.
 
@@ -113,7 +113,7 @@ class Retriever:
             raise
 
     def _ground(
-        self, options: RagOptions, messages: list[dict[str, str]]
+        self, options: RagOptions, messages: list[dict[str, Any]]
     ) -> tuple[Grounding, list[dict[str, str]]]:
         questions = [m["content"] for m in messages if m["role"] == "user"]
         if not questions:

@@ -25,6 +25,9 @@ __all__ = [
     "ChatBody",
     "CompletionBody",
     "Message",
+    "REFUSED",
+    "ResponseFormat",
+    "Tool",
     "RouteOptions",
     "StreamOptions",
     "TextBody",
@@ -32,12 +35,35 @@ __all__ = [
 ]
 
 CHOICES_MAX = 4
+TOOLS_MAX = 64
+TEXT_MAX = 1_000_000  # characters in one message or prompt (the token limit comes first)
+
+# OpenAI request fields Viz does not implement, and why: a request naming one is refused (400)
+# rather than answered as if it had been honoured. Unknown fields are refused too.
+REFUSED = {
+    "audio": "audio output is not supported: Viz's bases generate text only",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported; ground answers with viz.rag instead",
+    "reasoning_effort": "the bases are not reasoning models",
+    "verbosity": "the bases have no verbosity control; use max_tokens",
+    "functions": "the deprecated functions field is not supported: send tools",
+    "function_call": "the deprecated function_call field is not supported: send tool_choice",
+    "suffix": "suffix (insertion) is not supported by the bases",
+    "best_of": "best_of is not supported: use n and choose among the choices",
+}
 
 
 class Message(Schema):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    """A chat turn. `content` is a string or a list of parts, of which only text parts are
+    read; an assistant turn may carry `tool_calls`, a tool turn answers one (`tool_call_id`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = Field(default=None, max_length=TEXT_MAX)
+    name: str | None = Field(default=None, max_length=64)
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, max_length=TOOLS_MAX)
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    refusal: str | None = None
 
 
 class RouteOptions(Schema):
@@ -50,36 +76,93 @@ class RouteOptions(Schema):
 
 
 class VizOptions(Schema):
+    model_config = ConfigDict(extra="forbid")
     parents: bool = True
     rag: RagOptions | None = None
     route: RouteOptions | None = None
+    repetition_penalty: float = Field(default=1.0, gt=0, le=10)
 
 
 class StreamOptions(Schema):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(Schema):
+    name: str = Field(default="answer", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Schema):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class Function(Schema):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(Schema):
+    type: Literal["function"]
+    function: Function
+
+
+class NamedFunction(Schema):
+    name: str
+
+
+class NamedTool(Schema):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class CompletionBody(Schema):
-    model_config = ConfigDict(extra="allow")
+    """What both completion endpoints take (see the README's table of OpenAI fields)."""
+
+    model_config = ConfigDict(extra="forbid")
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1 - CHOICES_MAX)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(default=None)
     n: int = Field(default=1, ge=1, le=CHOICES_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    user: str | None = Field(default=None, max_length=256)  # logged with the request
     viz: VizOptions = Field(default_factory=VizOptions)
 
 
 class ChatBody(CompletionBody):
     messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=TOOLS_MAX)
+    tool_choice: Literal["none", "auto", "required"] | NamedTool | None = None
+    parallel_tool_calls: bool = True
+    # accepted, changing nothing in the answer (see the README's table):
+    metadata: dict[str, str] | None = None
+    store: bool | None = None  # true is refused: Viz stores no completions for later use
+    service_tier: str | None = Field(default=None, max_length=32)  # auto / default only
+    modalities: list[str] | None = Field(default=None, max_length=4)  # ["text"] only
+    prompt_cache_key: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
 
 
 class TextBody(CompletionBody):
-    prompt: str
+    prompt: str = Field(max_length=TEXT_MAX)
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
 # --- answers, as published in the OpenAPI spec ---------------------------------------------------

@@ -17,10 +17,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from viz.errors import VizError
+from viz.models.sampling import Scored
 from viz.rag.answer import CANNOT_FIND
 from viz.serving.call import Call, Unanswerable
 from viz.serving.engines import Generation
 from viz.serving.grounding import Grounding
+from viz.serving.logprobs import chat_entries, text_logprobs
+from viz.serving.tools import parse_calls
 
 __all__ = ["Kind", "cannot_find", "collect", "completion", "error_response", "replay", "stream"]
 
@@ -52,13 +55,20 @@ def completion(call: Call, kind: Kind, texts: list[str], tokens: int) -> dict[st
     for index, (job, text) in enumerate(zip(call.jobs, texts, strict=True)):
         reason = _finish_reason(job)
         if kind == "chat":
-            message = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if call.tools is not None:
+                message["content"], calls = parse_calls(text, call.tools)
+                if calls:
+                    message["tool_calls"], reason = calls, "tool_calls"
+            logprobs = _chat_logprobs(call, job.scored)
             choices.append(
-                {"index": index, "message": message, "finish_reason": reason, "logprobs": None}
+                {"index": index, "message": message, "finish_reason": reason, "logprobs": logprobs}
             )
         else:
+            echoed = (call.echo or "") + text
+            logprobs = _text_logprobs(call, job, echo=call.echo is not None)
             choices.append(
-                {"index": index, "text": text, "finish_reason": reason, "logprobs": None}
+                {"index": index, "text": echoed, "finish_reason": reason, "logprobs": logprobs}
             )
     return {
         "id": call.request_id,
@@ -85,13 +95,20 @@ async def replay(answer: dict[str, Any], include_usage: bool) -> AsyncIterator[s
         return f"data: {json.dumps({**common, 'choices': choices, **extra})}\n\n"
 
     for choice in answer["choices"]:
-        index, reason = choice["index"], choice["finish_reason"]
+        index, reason, logprobs = choice["index"], choice["finish_reason"], choice["logprobs"]
         if chat:
-            delta = {"role": "assistant", "content": choice["message"]["content"]}
-            yield event([{"index": index, "delta": delta, "finish_reason": None}])
+            message = choice["message"]
+            delta = {"role": "assistant", "content": message["content"]}
+            if message.get("tool_calls"):
+                delta["tool_calls"] = [
+                    {"index": n, **call} for n, call in enumerate(message["tool_calls"])
+                ]
+            first = {"index": index, "delta": delta, "finish_reason": None, "logprobs": logprobs}
+            yield event([first])
             yield event([{"index": index, "delta": {}, "finish_reason": reason}])
         else:
-            yield event([{"index": index, "text": choice["text"], "finish_reason": None}])
+            first = {"index": index, "text": choice["text"], "finish_reason": None}
+            yield event([{**first, "logprobs": logprobs}])
             yield event([{"index": index, "text": "", "finish_reason": reason}])
     extra = {k: answer[k] for k in ("citations", "viz") if k in answer}
     if extra:
@@ -107,14 +124,25 @@ class _Events:
     def __init__(self, call: Call, kind: Kind) -> None:
         self.call, self.kind, self.created = call, kind, int(time.time())
 
-    def chunk(self, index: int, text: str | None, reason: str | None, first: bool = False) -> str:
+    def chunk(
+        self,
+        index: int,
+        text: str | None,
+        reason: str | None,
+        first: bool = False,
+        logprobs: dict[str, Any] | None = None,
+        **delta_fields: Any,
+    ) -> str:
         if self.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
             if text:
                 delta["content"] = text
+            delta.update(delta_fields)
             choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": reason}
         else:
             choice = {"index": index, "text": text or "", "finish_reason": reason}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
         return self.event([choice])
 
     def event(self, choices: list[dict[str, Any]], **extra: Any) -> str:
@@ -143,16 +171,31 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
             current = job
             if kind == "chat":
                 yield events.chunk(index, None, None, first=True)
+            elif call.echo is not None:  # the prompt first, scored from its second token
+                logprobs = _text_logprobs(call, job, echo=True, generated=False)
+                yield events.chunk(index, call.echo, None, logprobs=logprobs)
             pieces: Iterator[str] = job.pieces()
-            text = ""
+            text, given = "", 0  # given: the tokens whose logprobs were sent
             while True:
                 piece = await asyncio.to_thread(next, pieces, None)
                 if piece is None:
                     break
                 text += piece
-                yield events.chunk(index, piece, None)
+                if call.tools is None:  # a tool call is known once the choice is whole
+                    logprobs, given = _logprobs_since(
+                        call, job, kind, given, len(text) - len(piece)
+                    )
+                    yield events.chunk(index, piece, None, logprobs=logprobs)
                 if time.monotonic() - call.progressed >= interval:  # what a crash would settle
                     await asyncio.to_thread(call.progress, sent + job.completion_tokens)
+            reason = _finish_reason(job)
+            if call.tools is not None:
+                content, calls = parse_calls(text, call.tools)
+                logprobs, given = _logprobs_since(call, job, kind, given, 0)
+                deltas = [{"index": n, **tool_call} for n, tool_call in enumerate(calls)]
+                fields = {"tool_calls": deltas} if calls else {}
+                yield events.chunk(index, content, None, logprobs=logprobs, **fields)
+                reason = "tool_calls" if calls else reason
             if call.grounding is not None:
                 marked = call.grounding.cite(text)
                 if len(marked) > len(text.strip()):  # an attributed source's marker
@@ -161,7 +204,7 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
             texts.append(text)
             sent += job.completion_tokens
             current = None
-            yield events.chunk(index, None, _finish_reason(job))
+            yield events.chunk(index, None, reason)
         failed = False
     except VizError as error:
         failure = {
@@ -262,6 +305,46 @@ def _viz_fields(grounding: Grounding | None, route: dict[str, Any] | None) -> di
     if viz:
         fields["viz"] = viz
     return fields
+
+
+def _chat_logprobs(call: Call, scored: list[Scored]) -> dict[str, Any] | None:
+    top = call.options.logprobs
+    if top is None or call.token_texts is None:
+        return None
+    return {"content": chat_entries(call.token_texts, scored, top=top)}
+
+
+def _text_logprobs(
+    call: Call, job: Generation, *, echo: bool, generated: bool = True
+) -> dict[str, Any] | None:
+    """A text choice's logprobs: the echoed prompt's (if `echo`), then the answer's."""
+    top = call.options.logprobs
+    if top is None or call.token_texts is None:
+        return None
+    texts = call.token_texts
+    scored = job.scored if generated else []
+    if echo:
+        prompt = text_logprobs(texts, job.prompt_scored, top=top, first=call.prompt_ids[0])
+        if not generated:
+            return prompt
+        rest = text_logprobs(texts, scored, top=top, offset=len(call.echo or ""))
+        return {key: prompt[key] + rest[key] for key in prompt}
+    return text_logprobs(texts, scored, top=top)
+
+
+def _logprobs_since(
+    call: Call, job: Generation, kind: Kind, given: int, offset: int
+) -> tuple[dict[str, Any] | None, int]:
+    """The logprobs of the tokens scored since `given` (for a streamed chunk), and the new
+    count; the text ones start at character `offset` of the answer."""
+    top = call.options.logprobs
+    if top is None or call.token_texts is None:
+        return None, given
+    fresh = job.scored[given:]
+    if kind == "chat":
+        return {"content": chat_entries(call.token_texts, fresh, top=top)}, given + len(fresh)
+    start = offset + len(call.echo or "")
+    return text_logprobs(call.token_texts, fresh, top=top, offset=start), given + len(fresh)
 
 
 def _finish_reason(job: Generation) -> str:

@@ -19,12 +19,14 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
 
 from viz.market.hierarchy import visible_to
+from viz.models.registry import list_base_models
 from viz.serving.call import Unanswerable, begin, caller
+from viz.serving.options import chat_messages
 from viz.serving.protocol import ANSWERS, ChatBody, Completion, CompletionBody, ModelList, TextBody
 from viz.serving.responses import Kind, cannot_find, collect, replay, stream
 from viz.serving.server import Server
 from viz.store.database import session_scope
-from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
+from viz.store.schema import Account, Adapter, AdapterVersion
 
 __all__ = ["RequestHeaders", "api_router"]
 
@@ -72,7 +74,7 @@ def api_router(server: Server) -> APIRouter:
         authorization: str | None = Header(default=None),
         idempotency_key: str | None = Header(default=None),
     ) -> Any:
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        messages = chat_messages(body.messages)
         return await complete(
             server, request, body, authorization, idempotency_key, messages=messages
         )
@@ -98,7 +100,7 @@ async def complete(
     authorization: str | None,
     idempotency_key: str | None,
     *,
-    messages: list[dict[str, str]] | None = None,
+    messages: list[dict[str, Any]] | None = None,
     prompt: str | None = None,
 ) -> Any:
     """Begin the call (in a thread: it touches the database and the tokenizer), then answer
@@ -139,7 +141,7 @@ def _models(session: Session, caller: Account) -> list[dict[str, Any]]:
             "owned_by": "viz",
             "viz": {"kind": "base", "licence": base.licence},
         }
-        for base in session.scalars(select(BaseModel).order_by(BaseModel.id))
+        for base in list_base_models(session)
     ]
     data.append(
         {

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily
 from sqlalchemy import Engine as Database
 
 from viz.config import Settings
-from viz.models.registry import get_base_model
+from viz.models.registry import ensure_builtin_models, get_base_model
 from viz.routing.hardware import Hardware, detect_hardware
 from viz.serving.engines import (
     AdapterWeights,
@@ -50,6 +50,8 @@ class Server:
     keeper: Keeper = field(init=False)  # this process's lease
 
     def __post_init__(self) -> None:
+        with session_scope(self.database) as session:  # a fresh home lists and serves them
+            ensure_builtin_models(session)
         self.retriever = Retriever(self.settings, self.database)
         self.kind = self.settings.serve_engine
         self.adapters = open_adapter_cache(self.kind, self.settings.adapter_cache_bytes_max)

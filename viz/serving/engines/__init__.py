@@ -9,6 +9,7 @@ The gateway (`viz.serving`) never imports an engine's machinery: it asks `open_e
     generation = engine.submit(prompt_ids, settings, composition, choice=0)
     for piece in generation.pieces(): ...         # text pieces as they are generated
     generation.completion_tokens, generation.finish_reason   # "stop", "length", "cancelled"
+    generation.scored                             # tokens and log-probabilities, if asked
     generation.cancel()
 
 Implementations: `builtin` (transformers with multi-LoRA forward hooks, continuous batching)
@@ -25,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from viz.errors import InvalidInput, VizError
 from viz.models.generate import GenerationSettings
+from viz.models.sampling import Scored
 
 __all__ = [
     "ENGINE_KINDS",
@@ -80,6 +82,8 @@ class Generation(Protocol):
     finish_reason: str | None  # None while running; "stop", "length", "cancelled" or "error"
     submitted_at: float  # time.monotonic()
     finished_at: float | None
+    scored: list[Scored]  # each token with its log-probability, when settings.logprobs is set
+    prompt_scored: list[Scored]  # the prompt's tokens after the first (settings.prompt_logprobs)
 
     @property
     def completion_tokens(self) -> int: ...

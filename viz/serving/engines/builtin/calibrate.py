@@ -95,11 +95,11 @@ def seconds_per_token(model: Any) -> float:
     with torch.inference_mode():
         for _ in range(2):
             output = model(ids, use_cache=True)
-            cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+            cache, token = output.cache, output.logits[:, -1:].argmax(-1)
             start, done = time.perf_counter(), 0
             while done < CALIBRATION_TOKENS:
-                output = model(token, past_key_values=cache, use_cache=True)
-                cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+                output = model(token, cache=cache, use_cache=True)
+                cache, token = output.cache, output.logits[:, -1:].argmax(-1)
                 done += 1
                 if done >= 4 and time.perf_counter() - start > CALIBRATION_PASS_S_MAX:
                     break

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from viz.errors import InvalidInput, Overloaded, VizError
-from viz.models.generate import GenerationSettings, TextTracker, end_of_turn_ids, sample
+from viz.models.generate import GenerationSettings, TextTracker, end_of_turn_ids
+from viz.models.grammar import Matcher
 from viz.models.loading import PRECISIONS
+from viz.models.sampling import adjust, sample, score
 from viz.serving.engines import AdapterWeights, EngineLimits
 from viz.serving.engines.builtin.adapter_slots import AdapterSlots
 from viz.serving.engines.builtin.job import Job, Mix
@@ -114,6 +116,8 @@ class BuiltinEngine:
             raise Overloaded("the server is shutting down; retry on another instance")
         tracker = TextTracker(self.tokenizer, settings.stop, self.stop_ids)
         job = Job(list(prompt_ids), settings, list(mix), tracker)
+        if settings.json_schema is not None:
+            job._matcher = Matcher(self.tokenizer, settings.json_schema, self.stop_ids)
         if settings.seed is not None:
             import torch  # deferred: torch is heavy
 
@@ -196,10 +200,17 @@ class BuiltinEngine:
 
         self._current[0] = LoraBatch.for_rows([job.mix])
         ids = torch.tensor([job.prompt_ids], device=self.device)
-        output = self.model(input_ids=ids, use_cache=True)
+        keep = 0 if job.settings.prompt_logprobs is not None else 1  # 0: every position
+        output = self.model(input_ids=ids, use_cache=True, logits_to_keep=keep)
         job._length = len(job.prompt_ids)
-        self._take(job, sample(output.logits[0, -1], job.settings, job._generator))
-        return output.past_key_values
+        if job.settings.prompt_logprobs is not None:
+            top = job.settings.prompt_logprobs
+            job.prompt_scored = [
+                score(output.logits[0, position], token, top=top)
+                for position, token in enumerate(job.prompt_ids[1:])
+            ]
+        self._choose(job, output.logits[0, -1])
+        return output.cache
 
     def _join(self, joining: list[tuple[Job, Any]]) -> None:
         """Stack the new rows' caches onto the running batch's (see `kv_cache.stack`)."""
@@ -224,22 +235,20 @@ class BuiltinEngine:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            cache=self._cache,
             cache_position=cache_position,
             use_cache=True,
         )
-        self._cache, self._mask = output.past_key_values, mask
+        self._cache, self._mask = output.cache, mask
         self.steps += 1
         self.rows_decoded += rows
         logits = output.logits[:, -1]
         for row, job in enumerate(self._active):
             job._length += 1
             try:
-                token = sample(logits[row], job.settings, job._generator)
+                self._choose(job, logits[row])
             except Exception as error:  # noqa: BLE001 - this row fails, the others go on
                 self._fail(job, error)
-                continue
-            self._take(job, token)
         keep = [row for row, job in enumerate(self._active) if job.finish_reason is None]
         if len(keep) < rows:
             self._shrink(keep)
@@ -253,15 +262,28 @@ class BuiltinEngine:
         self._mask = keep_rows(self._cache, self._mask, keep, self.device)
         self._batch_lora = LoraBatch.for_rows([job.mix for job in self._active])
 
+    def _choose(self, job: Job, logits: Any) -> None:
+        """Sample the row's next token from its logits (bias, penalties, grammar; see
+        `viz.models.sampling`), score it if asked, and take it."""
+        settings = job.settings
+        adjusted = adjust(logits, settings, job.prompt_ids, job._tracker.generated)
+        if job._matcher is not None:
+            adjusted = job._matcher.mask(adjusted)
+        token = sample(adjusted, settings, job._generator)
+        if settings.logprobs is not None and token not in self.stop_ids:
+            job.scored.append(score(logits, token, top=settings.logprobs))
+        self._take(job, token)
+
     def _take(self, job: Job, token: int) -> None:
         """Record one sampled token: emit the text that is safe to show, or finish."""
         if job.first_token_at is None:
             job.first_token_at = time.monotonic()
         job._last = token
         piece, ended = job._tracker.push(token)
+        complete = job._matcher is not None and job._matcher.advance(token)
         if piece:
             job._events.put(("text", piece))
-        if ended:
+        if ended or complete:
             self._finish(job, "stop")
         elif job.completion_tokens >= job.settings.max_tokens:
             self._finish(job, "length")

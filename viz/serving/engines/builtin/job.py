@@ -11,6 +11,7 @@ from typing import Any
 
 from viz.errors import VizError
 from viz.models.generate import GenerationSettings, TextTracker
+from viz.models.sampling import Scored
 from viz.serving.engines import read_events
 from viz.serving.engines.lora import LoadedAdapter
 
@@ -37,6 +38,9 @@ class Job:
     _length: int = 0
     _last: int = 0
     _generator: Any = None
+    _matcher: Any = None  # a grammar's matcher (viz.models.grammar) when the answer is JSON
+    scored: list[Scored] = field(default_factory=list)  # with settings.logprobs
+    prompt_scored: list[Scored] = field(default_factory=list)  # with settings.prompt_logprobs
 
     @property
     def prompt_tokens(self) -> int:

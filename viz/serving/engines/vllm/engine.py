@@ -31,6 +31,7 @@ from typing import Any
 
 from viz.errors import InvalidInput, Overloaded, VizError
 from viz.models.generate import GenerationSettings
+from viz.models.sampling import Scored
 from viz.serving.engines import AdapterWeights, EngineLimits, read_events
 from viz.serving.engines.lora import load_lora
 from viz.serving.engines.stacking import composition_key, write_stacked
@@ -73,6 +74,8 @@ class VllmGeneration:
     first_token_at: float | None = None
     finished_at: float | None = None
     server: str | None = None
+    scored: list[Scored] = field(default_factory=list)  # with settings.logprobs
+    prompt_scored: list[Scored] = field(default_factory=list)  # never: refused in `_body`
     _completion_tokens: int = 0
     _events: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -266,6 +269,23 @@ class VllmEngine:
             body["stop"] = list(settings.stop)
         if settings.seed is not None:
             body["seed"] = settings.seed + choice
+        for name in ("presence_penalty", "frequency_penalty", "repetition_penalty"):
+            body[name] = getattr(settings, name)
+        if settings.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in settings.logit_bias}
+        if settings.logprobs is not None:
+            body["logprobs"] = settings.logprobs
+            body["return_tokens_as_token_ids"] = True  # "token_id:N": ids, not lossy strings
+        if settings.prompt_logprobs is not None:
+            raise InvalidInput(
+                "echo with logprobs is not available on the vLLM engine (vLLM does not stream "
+                "prompt logprobs); drop logprobs or use a gateway on the builtin engine"
+            )
+        if settings.json_schema is not None:
+            body["structured_outputs"] = {
+                "json": json.loads(settings.json_schema),
+                "disable_any_whitespace": True,
+            }
         return body
 
     def _run(self, generation: VllmGeneration, body: dict[str, Any], stacked: Stacked) -> None:
@@ -314,6 +334,8 @@ class VllmEngine:
             if "completion_tokens" in usage:
                 generation._completion_tokens = int(usage["completion_tokens"])
             for choice in chunk.get("choices") or []:
+                if generation.settings.logprobs is not None:
+                    generation.scored.extend(_scored(choice.get("logprobs")))
                 text = choice.get("text") or ""
                 if text:
                     if generation.first_token_at is None:
@@ -374,6 +396,26 @@ def _read(adapter: AdapterWeights) -> Any:
         version_id=adapter.version_id,
         label=adapter.label,
     )
+
+
+def _scored(logprobs: dict[str, Any] | None) -> list[Scored]:
+    """A completion chunk's logprobs ("token_id:N" keys, see `_body`) as Viz's entries."""
+    if not logprobs:
+        return []
+    entries = []
+    tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    for token, value, top in zip(tokens, values, tops, strict=False):
+        alternatives = sorted(
+            ((_token_id(key), float(lp)) for key, lp in (top or {}).items()),
+            key=lambda pair: -pair[1],
+        )
+        entries.append(Scored(_token_id(token), float(value or 0.0), tuple(alternatives)))
+    return entries
+
+
+def _token_id(token: str) -> int:
+    return int(token.rsplit(":", 1)[-1])
 
 
 def _finish(reason: str) -> str:
