@@ -339,3 +339,17 @@ def test_ledger_refusals_are_one_line_with_their_exit_code(viz) -> None:
         assert message in result.output and "Traceback" not in result.output
     assert viz("ledger", "topup", "bob", "10").exit_code == 0
     assert viz("ledger", "credit-limit", "bob", "-1").exit_code == 2
+
+
+@pytest.mark.model
+def test_ask_on_a_fresh_home_answers_without_a_reranker_and_says_how_to_train_one(viz) -> None:
+    viz("account", "create", "ai2", "--kind", "firm")
+    viz("documents", "add", str(PAPERS[0]), "--owner", "ai2", "--licence", "cc-by-4.0")
+    indexed = viz("rag", "index", "papers", "--documents", "all")
+    assert indexed.exit_code == 0, indexed.output
+
+    asked = viz("ask", "What is this paper about?", "--collection", "papers", "--max-tokens", "8")
+
+    assert asked.exit_code == 0, asked.output
+    assert "Sources:" in asked.output
+    assert "viz rag train-reranker --name minilm-qasper" in asked.output

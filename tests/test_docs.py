@@ -40,3 +40,16 @@ def test_every_error_class_is_documented(name: str) -> None:
 
 def test_readme_shows_the_two_commands() -> None:
     assert "make demo" in README and "make test" in README
+
+
+def _request_fields() -> list[str]:
+    from viz.serving.embeddings import EmbeddingBody
+    from viz.serving.protocol import REFUSED, ChatBody, TextBody
+
+    fields = {*ChatBody.model_fields, *TextBody.model_fields, *EmbeddingBody.model_fields}
+    return sorted({*fields, *REFUSED} - {"schema_"})
+
+
+@pytest.mark.parametrize("field", _request_fields())
+def test_every_openai_request_field_is_in_the_readme_table(field: str) -> None:
+    assert f"`{field}`" in README

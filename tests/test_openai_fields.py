@@ -266,3 +266,39 @@ def test_every_field_viz_does_not_implement_is_refused_by_name(api) -> None:
     assert "store" in bad_request(lambda: chat(api, store=True))
     accepted = chat(api, user="someone", metadata={"team": "a"}, store=False, service_tier="auto")
     assert accepted.choices[0].message.content
+
+
+def test_every_listed_model_can_be_retrieved_and_a_composition_normalised(api) -> None:
+    listed = api.client.models.list().data
+    assert {"auto", "all-minilm-l6-v2", BASE} <= {model.id for model in listed}
+    for model in listed:
+        assert api.client.models.retrieve(model.id).id == model.id
+    with pytest.raises(openai.NotFoundError):
+        api.client.models.retrieve("no-such-adapter")
+
+
+def test_embeddings_are_unit_vectors_metered_per_input_token(api) -> None:
+    before = api.balance()
+    texts = ["What is QLoRA?", "Low-rank adapters on a 4-bit base"]
+    result = api.client.embeddings.create(model="all-minilm-l6-v2", input=texts)  # base64
+    floats = api.client.embeddings.create(
+        model="all-minilm-l6-v2", input=texts, encoding_format="float"
+    )
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 384
+    assert math.isclose(sum(v * v for v in result.data[0].embedding), 1.0, rel_tol=1e-3)
+    assert all(
+        math.isclose(a, b, abs_tol=1e-6)
+        for a, b in zip(result.data[1].embedding, floats.data[1].embedding, strict=True)
+    )
+    tokens = result.usage.prompt_tokens
+    assert tokens > 0
+    assert before - api.balance() == 2 * math.ceil(tokens * 20 / 1000)  # VIZ_EMBEDDINGS_PRICE
+    assert "empty" in bad_request(
+        lambda: api.client.embeddings.create(model="all-minilm-l6-v2", input=[" "])
+    )
+    assert "text" in bad_request(
+        lambda: api.client.embeddings.create(model="all-minilm-l6-v2", input=[[1, 2]])
+    )
+    with pytest.raises(openai.NotFoundError):
+        api.client.embeddings.create(model="nope", input="hi")
+    assert api.balance() == before - 2 * math.ceil(tokens * 20 / 1000)  # refusals cost nothing

@@ -13,12 +13,15 @@ those of `viz.rag.cache`, the recommender that of `viz.routing.route`, re-export
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from viz.config import Settings
 from viz.models.generate import GenerationSettings, TokenStream, generate_text
 from viz.models.loading import LoadedModel, load_base_cached
 from viz.rag.answer import Answer, RagSettings, answer_question
 from viz.rag.cache import load_embedder_cached, load_reranker_cached, retrieve_from_catalogue
 from viz.rag.collection import collection_folder, open_collection
+from viz.rag.rerank import DEFAULT_RERANKER, reranker_folder
 from viz.rag.search import check_query
 from viz.routing.route import recommend_route
 from viz.store.database import open_database
@@ -107,6 +110,14 @@ def ask(
     options = RagSettings(top_k=top_k, candidates=candidates, mode=mode)
     options.check()
     check_query(question)
+    note = None
+    default = reranker_folder(settings.home, DEFAULT_RERANKER)
+    if reranker == "default" and candidates and not default.is_dir():
+        options = RagSettings(top_k=top_k, candidates=0, mode=mode)  # a fresh home
+        note = (
+            f"no reranker is trained yet, so this was answered from {mode} retrieval alone; "
+            f"train the default one with: viz rag train-reranker --name {DEFAULT_RERANKER}"
+        )
     index = open_collection(collection_folder(settings.home, collection))
     try:
         loaded = load_base(model, precision=precision, settings=settings)
@@ -117,7 +128,7 @@ def ask(
             )
         finally:
             engine.dispose()
-        return answer_question(
+        answer = answer_question(
             loaded.model,
             loaded.tokenizer,
             question,
@@ -125,5 +136,6 @@ def ask(
             max_tokens=max_tokens,
             prompt_tokens_max=settings.prompt_tokens_max,
         )
+        return replace(answer, note=note)
     finally:
         index.close()

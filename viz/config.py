@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     serve_drain_s: float = Field(default=30.0, ge=0, le=3600)
     """On shutdown, how long in-flight requests may finish before they are cancelled."""
 
+    embeddings_price: int = Field(default=20, ge=0, le=1_000_000)
+    """POST /v1/embeddings: the operator's price in micro-units per 1,000 input tokens (the
+    platform earns it; settled like any usage event). 0: free."""
+
+    embeddings_inputs_max: int = Field(default=256, ge=1, le=4096)
+    """POST /v1/embeddings: the most texts one request may embed."""
+
     api_requests_per_minute: int = Field(default=600, ge=0, le=10_000_000)
     """Completions per account per minute, counted in the database (so every replica shares
     it); more get 429 rate_limit_exceeded. 0: no limit."""

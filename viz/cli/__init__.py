@@ -118,4 +118,23 @@ def root(
 
 
 def main() -> None:
+    _library_warnings_to_debug_log()
     app()
+
+
+def _library_warnings_to_debug_log() -> None:
+    """Libraries' warnings (deprecations, advisories) go to the `py.warnings` logger at debug
+    level, not the user's terminal; `VIZ_LOG_LEVEL=DEBUG` shows them."""
+    import logging
+    import os
+
+    logging.captureWarnings(True)
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.propagate = False
+    if os.environ.get("VIZ_LOG_LEVEL", "").upper() == "DEBUG":
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("debug: %(message)s"))
+        warnings_log.addHandler(handler)
+        warnings_log.setLevel(logging.DEBUG)
+    else:
+        warnings_log.addHandler(logging.NullHandler())

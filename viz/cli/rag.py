@@ -203,6 +203,8 @@ def ask(
         settings=state(context).settings,
     )
     typer.echo(answer.text)
+    if answer.note:
+        typer.echo(f"\nnote: {answer.note}", err=True)
     if not answer.sources:
         return
     typer.echo("\nSources:")

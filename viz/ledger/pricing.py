@@ -204,6 +204,9 @@ def price(usage: Usage, catalogue: Catalogue, fee_bps: int) -> Priced:
         recipients.append(
             Line(account=creator_code(owner), amount=0, kind="citation", document_id=document_id)
         )
+    if usage.service_price:  # the operator's own service (embeddings): the platform earns it
+        values.append(Fraction(usage.tokens_in * usage.service_price, 1000))
+        recipients.append(Line(account=PLATFORM, amount=0, kind="service"))
     charge, amounts, fee = split(values, fee_bps)
     lines = [replace(line, amount=amount) for line, amount in zip(recipients, amounts, strict=True)]
     lines.append(Line(account=PLATFORM, amount=fee, kind="fee"))

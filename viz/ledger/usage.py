@@ -64,6 +64,9 @@ class Usage:
     composition: tuple[AdapterUse, ...] = ()
     citations: tuple[int, ...] = ()
     occurred_at_us: int | None = None
+    # the operator's own price for the service (e.g. embeddings), micro-units per 1,000
+    # input tokens, earned by the platform; 0 for completions, where adapters are priced
+    service_price: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ def check_usage(usage: Usage) -> None:
         InvalidInput: the first problem found, with the limit it breaks.
     """
     check_request_id(usage.request_id)
+    if not 0 <= usage.service_price <= 10**9:
+        raise InvalidInput(f"service_price {usage.service_price} must be 0..1e9 micro per 1k")
     for label, tokens in (("tokens_in", usage.tokens_in), ("tokens_out", usage.tokens_out)):
         if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= TOKENS_MAX:
             raise InvalidInput(f"{label} {tokens!r} must be an integer 0..{TOKENS_MAX}")

@@ -97,6 +97,8 @@ def canonical_usage(usage: Usage) -> str:
         ],
         "citations": list(usage.citations),
     }
+    if usage.service_price:  # absent when 0: earlier events keep their canonical form
+        document["service_price"] = usage.service_price
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 

@@ -243,6 +243,7 @@ class Answer:
     retrieve_ms: float
     rerank_ms: float
     generate_ms: float
+    note: str | None = None  # how it was answered, when not as asked (e.g. no reranker)
 
 
 def answer_question(

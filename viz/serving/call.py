@@ -44,7 +44,7 @@ from viz.store.gateway import RequestInFlight
 from viz.store.schema import Account
 from viz.store.windows import hit
 
-__all__ = ["Call", "Unanswerable", "begin", "caller"]
+__all__ = ["Call", "Unanswerable", "begin", "caller", "count_request"]
 
 log = logging.getLogger("viz.serving")
 
@@ -233,7 +233,7 @@ def begin(
     )
     with session_scope(server.database) as session:  # counted even if the request fails
         account_id = caller(session, authorization).id
-        _count_request(server, session, account_id, request)
+        count_request(server, session, account_id, request)
     with session_scope(server.database) as session:
         account = session.get_one(Account, account_id)
         request_id = request.state.request_id
@@ -329,7 +329,7 @@ def caller(session: Session, authorization: str | None) -> Account:
     return authenticate(session, authorization[7:])
 
 
-def _count_request(server: Server, session: Session, account_id: int, request: Request) -> None:
+def count_request(server: Server, session: Session, account_id: int, request: Request) -> None:
     """One more request in the account's minute, shared by every replica (the database counts);
     the limit and what remains go out as x-ratelimit-* headers.
 

@@ -20,9 +20,20 @@ from starlette.datastructures import MutableHeaders
 
 from viz.market.hierarchy import visible_to
 from viz.models.registry import list_base_models
+from viz.serving.adapter_ref import parse_model
 from viz.serving.call import Unanswerable, begin, caller
+from viz.serving.embeddings import Embedders, EmbeddingBody, EmbeddingList, embed, embedder_card
 from viz.serving.options import chat_messages
-from viz.serving.protocol import ANSWERS, ChatBody, Completion, CompletionBody, ModelList, TextBody
+from viz.serving.protocol import (
+    ANSWERS,
+    ChatBody,
+    Completion,
+    CompletionBody,
+    ModelCard,
+    ModelList,
+    TextBody,
+)
+from viz.serving.resolve import resolve
 from viz.serving.responses import Kind, cannot_find, collect, replay, stream
 from viz.serving.server import Server
 from viz.store.database import session_scope
@@ -45,6 +56,7 @@ COMPLETION_ANSWERS: dict[int | str, dict[str, Any]] = {
 def api_router(server: Server) -> APIRouter:
     """The OpenAI-compatible API over `server`'s database and engines."""
     router = APIRouter()
+    embedders = Embedders()
 
     @router.get("/health")
     def health() -> dict[str, Any]:
@@ -65,7 +77,19 @@ def api_router(server: Server) -> APIRouter:
     @router.get("/v1/models", response_model=ModelList, responses=ANSWERS)
     def models(authorization: str | None = Header(default=None)) -> dict[str, Any]:
         with session_scope(server.database) as session:
-            return {"object": "list", "data": _models(session, caller(session, authorization))}
+            cards = _models(session, caller(session, authorization), server)
+            return {"object": "list", "data": cards}
+
+    @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ANSWERS)
+    def model(model_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        with session_scope(server.database) as session:
+            return _model(session, caller(session, authorization), model_id, server)
+
+    @router.post("/v1/embeddings", response_model=EmbeddingList, responses=ANSWERS)
+    async def embeddings(
+        body: EmbeddingBody, request: Request, authorization: str | None = Header(default=None)
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(embed, server, embedders, request, body, authorization)
 
     @router.post("/v1/chat/completions", response_model=None, responses=COMPLETION_ANSWERS)
     async def chat(
@@ -131,8 +155,32 @@ async def complete(
     return JSONResponse(answer, headers=timing)
 
 
-def _models(session: Session, caller: Account) -> list[dict[str, Any]]:
-    """The bases, `auto`, and the approved adapter versions `caller` may use."""
+def _model(session: Session, caller: Account, model_id: str, server: Server) -> dict[str, Any]:
+    """One model: any id the list shows, or a composition (or bare adapter name) in its
+    normalised form, with the versions it resolves to now.
+
+    Raises:
+        NotFound, Forbidden, InvalidInput: as a completion naming it would be answered.
+    """
+    for card in _models(session, caller, server):
+        if card["id"] == model_id:
+            return card
+    resolved = resolve(session, parse_model(model_id), caller, parents=False)
+    return {
+        "id": resolved.model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "viz",
+        "viz": {
+            "kind": "composition",
+            "base": resolved.base_id,
+            "adapters": [{"id": use.label, "weight": use.weight} for use in resolved.uses],
+        },
+    }
+
+
+def _models(session: Session, caller: Account, server: Server) -> list[dict[str, Any]]:
+    """The bases, `auto`, the embedder, and the approved adapter versions `caller` may use."""
     data: list[dict[str, Any]] = [
         {
             "id": base.id,
@@ -156,6 +204,7 @@ def _models(session: Session, caller: Account) -> list[dict[str, Any]]:
             },
         }
     )
+    data.append(embedder_card(server.settings.embeddings_price))
     rows = session.execute(
         select(AdapterVersion, Adapter, Account.name)
         .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
