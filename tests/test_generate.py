@@ -122,3 +122,13 @@ def test_penalties_and_bias_follow_openais_definitions() -> None:
     repeat = GenerationSettings(repetition_penalty=2.0)
     assert adjust(logits, repeat, [1], [0]).tolist() == [1.0, -2.0, 0.5, 3.0]
     assert adjust(logits, GenerationSettings(), [1], generated) is logits  # nothing to do
+
+
+def test_each_token_is_spelled_by_its_exact_bytes(tokenizer) -> None:
+    from viz.serving.logprobs import TokenTexts
+
+    texts = TokenTexts(tokenizer)
+    ids = tokenizer("Café in Zürich", add_special_tokens=False)["input_ids"]
+    spelled = b"".join(bytes(texts.of(token)[1]) for token in ids)
+    assert spelled.decode() == "Café in Zürich"
+    assert texts.of(tokenizer.convert_tokens_to_ids("Ġthe")) == (" the", [32, 116, 104, 101])

@@ -6,6 +6,7 @@ the gateway with the official client on both engines: the same answers, usage an
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 from sqlalchemy import select
@@ -231,6 +233,41 @@ def test_greedy_answers_match_the_builtin_engine_word_for_word(
         vllm.close(drain_s=5)
     assert got == expected
     assert len(set(expected)) == 4, "the adapters change the answers"
+
+
+def test_logprobs_penalties_bias_and_json_schemas_pass_through_alike(
+    vllm_url, smollm2_record, models_dir, tmp_path
+) -> None:
+    builtin, vllm = open_both(smollm2_record, models_dir, tmp_path, vllm_url)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "sunny": {"type": "boolean"}},
+        "required": ["city", "sunny"],
+        "additionalProperties": False,
+    }
+    scored = GenerationSettings(
+        max_tokens=16, logprobs=2, frequency_penalty=1.0, logit_bias=((504, -5.0),)
+    )
+    constrained = GenerationSettings(max_tokens=40, json_schema=json.dumps(schema))
+    try:
+        ids = chat_prompt_ids(
+            builtin.tokenizer, [{"role": "user", "content": QUESTIONS[0]}], prompt_tokens_max=512
+        )
+        runs = {}
+        for name, engine in (("builtin", builtin), ("vllm", vllm)):
+            first = engine.submit(ids, scored, engine.compose([]))
+            second = engine.submit(ids, constrained, engine.compose([]))
+            runs[name] = ("".join(first.pieces()), first.scored, "".join(second.pieces()))
+    finally:
+        builtin.close(drain_s=5)
+        vllm.close(drain_s=5)
+    (text, scores, document), (vllm_text, vllm_scores, vllm_document) = runs.values()
+    assert vllm_text == text
+    assert [s.token for s in vllm_scores] == [s.token for s in scores]
+    assert all(abs(a.logprob - b.logprob) < 0.05 for a, b in zip(scores, vllm_scores, strict=True))
+    assert [t for t, _ in vllm_scores[0].top[:2]] == [t for t, _ in scores[0].top]
+    for answer in (document, vllm_document):
+        jsonschema.validate(json.loads(answer), schema)
 
 
 def test_a_base_request_in_a_full_batch_answers_as_alone(

@@ -25,12 +25,7 @@ class TokenTexts:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self._known: dict[int, tuple[str, list[int]]] = {}
-        try:  # byte-level BPE (GPT-2, SmolLM2, Llama 3): tokens spell bytes as characters
-            from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
-
-            self._bytes_of = {char: byte for byte, char in bytes_to_unicode().items()}
-        except ImportError:  # pragma: no cover - transformers always has it
-            self._bytes_of = {}
+        self._bytes_of = _byte_level_alphabet()
 
     def of(self, token: int) -> tuple[str, list[int]]:
         known = self._known.get(token)
@@ -42,6 +37,23 @@ class TokenTexts:
                 data = self.tokenizer.decode([token]).encode()
             known = self._known[token] = (data.decode("utf-8", "backslashreplace"), list(data))
         return known
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """How byte-level BPE (GPT-2, SmolLM2, Llama 3) spells each byte as a character, inverted:
+    printable bytes stand for themselves, the others for characters from U+0100 on."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
+    alphabet = {chr(byte): byte for byte in printable}
+    shifted = 0
+    for byte in range(256):
+        if byte not in printable:
+            alphabet[chr(256 + shifted)] = byte
+            shifted += 1
+    return alphabet
 
 
 def chat_entries(texts: TokenTexts, scored: list[Scored], *, top: int) -> list[dict[str, Any]]:

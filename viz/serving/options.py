@@ -33,7 +33,7 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
             "content": _text(message.content, index),
         }
         if message.tool_calls:
-            turn["tool_calls"] = message.tool_calls
+            turn["tool_calls"] = [call.model_dump() for call in message.tool_calls]
         if message.tool_call_id is not None:
             turn["tool_call_id"] = message.tool_call_id
         if message.name is not None:

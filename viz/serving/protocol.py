@@ -53,6 +53,17 @@ REFUSED = {
 }
 
 
+class CalledFunction(Schema):
+    name: str = Field(max_length=64)
+    arguments: str = Field(max_length=TEXT_MAX)  # JSON text, as OpenAI sends it
+
+
+class ToolCall(Schema):
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class Message(Schema):
     """A chat turn. `content` is a string or a list of parts, of which only text parts are
     read; an assistant turn may carry `tool_calls`, a tool turn answers one (`tool_call_id`)."""
@@ -61,7 +72,7 @@ class Message(Schema):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = Field(default=None, max_length=TEXT_MAX)
     name: str | None = Field(default=None, max_length=64)
-    tool_calls: list[dict[str, Any]] | None = Field(default=None, max_length=TOOLS_MAX)
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=TOOLS_MAX)
     tool_call_id: str | None = Field(default=None, max_length=256)
     refusal: str | None = None
 
