@@ -445,10 +445,62 @@ def test_the_gateway_answers_and_charges_alike_on_both_engines(market, vllm_url)
                 assert answer.usage is not None and event is not None
                 assert event.tokens_out == answer.usage.completion_tokens
                 rows.append((answer.choices[0].message.content or "", *_counts(answer, event)))
+            for options in OPENAI_OPTIONS:  # the same fields, passed through or done in Viz
+                answer = client.chat.completions.create(
+                    model="smollm2-135m-instruct", max_tokens=24, temperature=0, **options
+                )
+                rows.append(_shape(answer))
             seen[engine] = rows
     assert seen["vllm"] == seen["builtin"]
-    assert len({text for text, *_ in seen["vllm"]}) == len(ASKS), "each model answers its own"
+    texts = {row[0] for row in seen["vllm"][: len(ASKS)]}
+    assert len(texts) == len(ASKS), "each model answers its own"
     assert balance(database, "creator:dan").posted > 0, "the child's creator is paid"
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"colour": {"enum": ["red", "green", "blue"]}, "count": {"type": "integer"}},
+    "required": ["colour"],
+    "additionalProperties": False,
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+PARTS = [{"type": "text", "text": "Name three"}, {"type": "text", "text": "colours."}]
+OPENAI_OPTIONS: list[dict[str, Any]] = [
+    {"messages": [{"role": "user", "content": PARTS}], "logprobs": True, "top_logprobs": 2},
+    {
+        "messages": [{"role": "user", "content": "Pick a colour."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "c", "schema": SCHEMA}},
+    },
+    {
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+    },
+    {"messages": [{"role": "user", "content": "Count to five."}], "frequency_penalty": 1.5},
+]
+
+
+def _shape(answer: Any) -> tuple[Any, ...]:
+    """What must agree between engines: the text, each token, the tool calls' names and
+    arguments, and the usage."""
+    choice = answer.choices[0]
+    tokens = [e.token for e in choice.logprobs.content] if choice.logprobs else []
+    calls = [
+        (call.function.name, json.loads(call.function.arguments))
+        for call in choice.message.tool_calls or []
+    ]
+    return choice.message.content, tokens, calls, choice.finish_reason, answer.usage.total_tokens
 
 
 def _counts(answer: Any, event: UsageEvent) -> tuple[int, int, int]:

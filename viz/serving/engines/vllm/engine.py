@@ -77,6 +77,7 @@ class VllmGeneration:
     scored: list[Scored] = field(default_factory=list)  # with settings.logprobs
     prompt_scored: list[Scored] = field(default_factory=list)  # never: refused in `_body`
     _completion_tokens: int = 0
+    _ended_on_token: int = 0  # 1 when vLLM finished on an end-of-turn token (counted in usage)
     _events: queue.Queue[tuple[str, str]] = field(default_factory=queue.Queue)
     _cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -86,7 +87,9 @@ class VllmGeneration:
 
     @property
     def completion_tokens(self) -> int:
-        return self._completion_tokens
+        """vLLM counts the end-of-turn token it generated; Viz bills the answer's tokens only
+        (as the builtin engine does), so an answer that ended on one counts one less."""
+        return max(0, self._completion_tokens - self._ended_on_token)
 
     def cancel(self) -> None:
         """Stop generating (closes the upstream request); tokens made so far stay counted."""
@@ -343,6 +346,10 @@ class VllmEngine:
                     generation._events.put(("text", text))
                 if choice.get("finish_reason"):
                     generation.finish_reason = _finish(choice["finish_reason"])
+                    ended_on_token = choice["finish_reason"] == "stop" and not isinstance(
+                        choice.get("stop_reason"), str
+                    )
+                    generation._ended_on_token = int(ended_on_token)
         if generation._cancelled.is_set():
             generation.finish_reason = "cancelled"
         elif generation.finish_reason is None:
