@@ -165,12 +165,13 @@ def _texts(body: EmbeddingBody, inputs_max: int) -> list[str]:
         raise LimitExceeded(
             f"{len(texts)} inputs; at most {inputs_max} per request (VIZ_EMBEDDINGS_INPUTS_MAX)"
         )
-    for index, text in enumerate(texts):
-        if not text.strip():  # type: ignore[union-attr]
+    strings = [text for text in texts if isinstance(text, str)]
+    for index, text in enumerate(strings):
+        if not text.strip():
             raise InvalidInput(f"input[{index}] is empty: every input must have some text")
-        if len(text) > INPUT_CHARS_MAX:  # type: ignore[arg-type]
+        if len(text) > INPUT_CHARS_MAX:
             raise LimitExceeded(f"input[{index}] is over {INPUT_CHARS_MAX} characters")
-    return texts  # type: ignore[return-value]
+    return strings
 
 
 def _encoded(row: Any, encoding: str) -> list[float] | str:

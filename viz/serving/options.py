@@ -73,12 +73,8 @@ def sampling(
 ) -> GenerationSettings:
     """The body's sampling settings, checked (InvalidInput / LimitExceeded)."""
     _refuse_unsupported(body)
-    chat = isinstance(body, ChatBody)
-    max_tokens = (
-        (body.max_completion_tokens if chat else None)
-        or body.max_tokens
-        or min(256, max_tokens_limit)
-    )
+    newer = body.max_completion_tokens if isinstance(body, ChatBody) else None
+    max_tokens = newer or body.max_tokens or min(256, max_tokens_limit)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     logprobs = prompt_logprobs = None
     if isinstance(body, ChatBody):

@@ -131,13 +131,14 @@ class _Events:
         reason: str | None,
         first: bool = False,
         logprobs: dict[str, Any] | None = None,
-        **delta_fields: Any,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> str:
         if self.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
             if text:
                 delta["content"] = text
-            delta.update(delta_fields)
+            if tool_calls:
+                delta["tool_calls"] = tool_calls
             choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": reason}
         else:
             choice = {"index": index, "text": text or "", "finish_reason": reason}
@@ -193,8 +194,9 @@ async def stream(call: Call, kind: Kind, include_usage: bool) -> AsyncIterator[s
                 content, calls = parse_calls(text, call.tools)
                 logprobs, given = _logprobs_since(call, job, kind, given, 0)
                 deltas = [{"index": n, **tool_call} for n, tool_call in enumerate(calls)]
-                fields = {"tool_calls": deltas} if calls else {}
-                yield events.chunk(index, content, None, logprobs=logprobs, **fields)
+                yield events.chunk(
+                    index, content, None, logprobs=logprobs, tool_calls=deltas or None
+                )
                 reason = "tool_calls" if calls else reason
             if call.grounding is not None:
                 marked = call.grounding.cite(text)
