@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/rag.py
 	$(BIN)/python bench/routing.py
 	$(BIN)/python bench/continual.py
+	$(BIN)/python bench/options.py
 
 clean:
 	rm -rf $(VENV) .vllm-venv .viz .pytest_cache .ruff_cache
