@@ -204,6 +204,8 @@ def test_json_object_answers_are_objects_and_bad_schemas_are_refused(api) -> Non
     assert isinstance(json.loads(answer.choices[0].message.content), dict)
     bad = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "strin"}}}
     assert "JSON schema" in bad_request(lambda: chat(api, response_format=bad))
+    unsupported = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"not": {}}}}
+    assert '"not"' in bad_request(lambda: chat(api, response_format=unsupported))
 
 
 WEATHER = {

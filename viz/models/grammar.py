@@ -44,9 +44,11 @@ def _grammar(schema: str) -> str:
 
     try:
         grammar = LLMatcher.grammar_from_json_schema(schema, overrides=_COMPILE)  # type: ignore[arg-type]
-    except ValueError as error:
-        raise InvalidInput(f"the JSON schema is not valid JSON: {error}") from error
-    failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+        failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
+    except Exception as error:  # noqa: BLE001 - the compiler's own refusal, whatever its class
+        raise InvalidInput(
+            f"the JSON schema cannot be used for constrained decoding: {error}"
+        ) from error
     if failed:
         raise InvalidInput(
             f"the JSON schema cannot be used for constrained decoding: {messages[0]}; simplify "

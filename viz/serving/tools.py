@@ -113,10 +113,10 @@ def tool_use(body: ChatBody) -> ToolUse | None:
         parameters = function.get("parameters", ANY_PARAMETERS)
         try:
             jsonschema.validators.validator_for(parameters).check_schema(parameters)
-        except jsonschema.SchemaError as error:
+        except Exception as error:  # noqa: BLE001 - SchemaError, or an unresolvable $ref
+            reason = error.message if isinstance(error, jsonschema.SchemaError) else error
             raise InvalidInput(
-                f"tools: {function['name']}'s parameters are not a valid JSON schema: "
-                f"{error.message}"
+                f"tools: {function['name']}'s parameters are not a valid JSON schema: {reason}"
             ) from error
         functions.append(function)
     names = [function["name"] for function in functions]
@@ -253,7 +253,7 @@ def _call(block: str, use: ToolUse) -> dict[str, Any] | None:
         return None
     try:
         jsonschema.validate(arguments, parameters)
-    except jsonschema.ValidationError:
+    except Exception:  # noqa: BLE001 - invalid arguments, or a schema that cannot be applied
         return None
     return {
         "id": f"call_{uuid.uuid4().hex[:24]}",
