@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel as Schema
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from viz.config import Settings
 from viz.errors import InvalidInput, VizError
@@ -42,6 +42,7 @@ __all__ = ["Grounding", "RagOptions", "Retriever"]
 
 
 class RagOptions(Schema):
+    model_config = ConfigDict(extra="forbid")
     collection: str
     top_k: int = Field(default=5, ge=1, le=TOP_K_MAX)
     candidates: int = Field(default=20, ge=0, le=CANDIDATES_MAX)

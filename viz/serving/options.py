@@ -125,6 +125,8 @@ def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
 
 def _refuse_unsupported(body: CompletionBody) -> None:
     """Values of accepted fields that Viz cannot honour."""
+    if body.stream_options is not None and body.stream_options.include_obfuscation:
+        raise InvalidInput("stream_options.include_obfuscation: stream obfuscation is not offered")
     if not isinstance(body, ChatBody):
         return
     if body.store:

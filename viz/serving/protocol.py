@@ -50,15 +50,18 @@ REFUSED = {
     "function_call": "the deprecated function_call field is not supported: send tool_choice",
     "suffix": "suffix (insertion) is not supported by the bases",
     "best_of": "best_of is not supported: use n and choose among the choices",
+    "include_obfuscation": "stream obfuscation is not offered; drop it (or send false)",
 }
 
 
 class CalledFunction(Schema):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=64)
     arguments: str = Field(max_length=TEXT_MAX)  # JSON text, as OpenAI sends it
 
 
 class ToolCall(Schema):
+    model_config = ConfigDict(extra="forbid")
     id: str = Field(max_length=256)
     type: Literal["function"] = "function"
     function: CalledFunction
@@ -80,6 +83,7 @@ class Message(Schema):
 class RouteOptions(Schema):
     """With `model: "auto"`: what the recommender sizes the choice to (see viz.routing)."""
 
+    model_config = ConfigDict(extra="forbid")
     hardware: str | None = Field(default=None, max_length=200)  # default: the server's
     budget: int | None = Field(default=None, ge=0)  # micro-units per 1k tokens, in or out
     max_latency_ms: float | None = Field(default=None, gt=0)
@@ -95,10 +99,13 @@ class VizOptions(Schema):
 
 
 class StreamOptions(Schema):
+    model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+    include_obfuscation: bool = False  # true is refused (see options.sampling)
 
 
 class JsonSchemaFormat(Schema):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(default="answer", max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -112,6 +119,7 @@ class ResponseFormat(Schema):
 
 
 class Function(Schema):
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
@@ -119,15 +127,18 @@ class Function(Schema):
 
 
 class Tool(Schema):
+    model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
     function: Function
 
 
 class NamedFunction(Schema):
+    model_config = ConfigDict(extra="forbid")
     name: str
 
 
 class NamedTool(Schema):
+    model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
     function: NamedFunction
 
