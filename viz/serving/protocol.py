@@ -54,24 +54,27 @@ REFUSED = {
 }
 
 
-class CalledFunction(Schema):
+class Strict(Schema):
+    """A request object: a field it does not declare is refused (400 naming it), not ignored."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class CalledFunction(Strict):
     name: str = Field(max_length=64)
     arguments: str = Field(max_length=TEXT_MAX)  # JSON text, as OpenAI sends it
 
 
-class ToolCall(Schema):
-    model_config = ConfigDict(extra="forbid")
+class ToolCall(Strict):
     id: str = Field(max_length=256)
     type: Literal["function"] = "function"
     function: CalledFunction
 
 
-class Message(Schema):
+class Message(Strict):
     """A chat turn. `content` is a string or a list of parts, of which only text parts are
     read; an assistant turn may carry `tool_calls`, a tool turn answers one (`tool_call_id`)."""
 
-    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = Field(default=None, max_length=TEXT_MAX)
     name: str | None = Field(default=None, max_length=64)
@@ -80,73 +83,63 @@ class Message(Schema):
     refusal: str | None = None
 
 
-class RouteOptions(Schema):
+class RouteOptions(Strict):
     """With `model: "auto"`: what the recommender sizes the choice to (see viz.routing)."""
 
-    model_config = ConfigDict(extra="forbid")
     hardware: str | None = Field(default=None, max_length=200)  # default: the server's
     budget: int | None = Field(default=None, ge=0)  # micro-units per 1k tokens, in or out
     max_latency_ms: float | None = Field(default=None, gt=0)
     context_tokens: int = Field(default=2048, ge=1, le=1_048_576)
 
 
-class VizOptions(Schema):
-    model_config = ConfigDict(extra="forbid")
+class VizOptions(Strict):
     parents: bool = True
     rag: RagOptions | None = None
     route: RouteOptions | None = None
     repetition_penalty: float = Field(default=1.0, gt=0, le=10)
 
 
-class StreamOptions(Schema):
-    model_config = ConfigDict(extra="forbid")
+class StreamOptions(Strict):
     include_usage: bool = False
     include_obfuscation: bool = False  # true is refused (see options.sampling)
 
 
-class JsonSchemaFormat(Schema):
-    model_config = ConfigDict(extra="forbid")
+class JsonSchemaFormat(Strict):
     name: str = Field(default="answer", max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(Schema):
-    model_config = ConfigDict(extra="forbid")
+class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
 
-class Function(Schema):
-    model_config = ConfigDict(extra="forbid")
+class Function(Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(Schema):
-    model_config = ConfigDict(extra="forbid")
+class Tool(Strict):
     type: Literal["function"]
     function: Function
 
 
-class NamedFunction(Schema):
-    model_config = ConfigDict(extra="forbid")
+class NamedFunction(Strict):
     name: str
 
 
-class NamedTool(Schema):
-    model_config = ConfigDict(extra="forbid")
+class NamedTool(Strict):
     type: Literal["function"]
     function: NamedFunction
 
 
-class CompletionBody(Schema):
+class CompletionBody(Strict):
     """What both completion endpoints take (see the README's table of OpenAI fields)."""
 
-    model_config = ConfigDict(extra="forbid")
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
