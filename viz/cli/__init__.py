@@ -5,6 +5,8 @@ Errors from the `VizError` tree become one-line messages and an exit code here, 
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -125,9 +127,6 @@ def main() -> None:
 def _library_warnings_to_debug_log() -> None:
     """Libraries' warnings (deprecations, advisories) go to the `py.warnings` logger at debug
     level, not the user's terminal; `VIZ_LOG_LEVEL=DEBUG` shows them."""
-    import logging
-    import os
-
     logging.captureWarnings(True)
     warnings_log = logging.getLogger("py.warnings")
     warnings_log.propagate = False
