@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass, replace
 from functools import cache
 
 from license_expression import AND, OR, ExpressionError, Licensing, get_spdx_licensing
 
 from viz.errors import InvalidInput
 
-__all__ = ["normalise_licence", "training_refusal"]
+__all__ = [
+    "PretrainingTerms",
+    "base_licence",
+    "normalise_licence",
+    "pretraining_terms",
+    "training_refusal",
+]
 
 LICENCE_CHARS_MAX = 500
 SUGGESTIONS_MAX = 3
@@ -73,6 +80,143 @@ def training_refusal(licence: str) -> str | None:
         return None
     allowed = _allows_derivatives(expression)
     return None if allowed else f"licence {licence} forbids derivative works (NoDerivatives)"
+
+
+# --- pretraining a base: the text may be trained on AND the result redistributed ------------
+
+# Licences whose text a base may be pretrained on and the base redistributed, by family. Each
+# entry: (SPDX id prefix, needs attribution, share-alike). Ids are matched on their prefix up to
+# the version (CC-BY-4.0 matches "CC-BY-"; "CC-BY-SA-" is tried first).
+_OPEN_FAMILIES: tuple[tuple[str, bool, bool], ...] = (
+    ("CC-BY-NC-SA-", True, True),  # + non-commercial (the NC rule below)
+    ("CC-BY-NC-", True, False),
+    ("CC-BY-SA-", True, True),
+    ("CC-BY-", True, False),
+    ("CC0-", False, False),
+    ("PDDL-", False, False),
+    ("ODC-BY-", True, False),
+    ("ODBL-", True, True),
+    ("GFDL-", True, True),
+    ("GPL-", True, True),
+    ("LGPL-", True, True),
+    ("AGPL-", True, True),
+    ("MPL-", True, True),
+    ("APACHE-", True, False),
+    ("BSD-", True, False),
+)
+_OPEN_IDS = {  # exact ids without a version family
+    "MIT": (True, False),
+    "ISC": (True, False),
+    "ZLIB": (True, False),
+    "UNLICENSE": (False, False),
+    "0BSD": (False, False),
+    "WTFPL": (False, False),
+}
+
+
+@dataclass(frozen=True)
+class PretrainingTerms:
+    """What a document's licence means for a base pretrained on it: whether it is admitted
+    (with the reason if not) and which terms the base inherits."""
+
+    licence: str
+    admitted: bool
+    reason: str = ""  # why it is refused
+    attribution: bool = False  # the base's card must carry the document's attribution
+    share_alike: bool = False  # the base's licence must carry these terms
+    non_commercial: bool = False  # the base may not be used commercially
+    ids: tuple[str, ...] = ()  # the SPDX ids whose terms apply
+
+
+def pretraining_terms(licence: str) -> PretrainingTerms:
+    """The terms under which a base may be pretrained on a document under `licence` and then
+    redistributed. Admitted: public-domain dedications, attribution licences (CC-BY, MIT,
+    Apache-2.0, BSD, ...), share-alike ones (their terms carried to the base's licence) and
+    non-commercial ones (the base marked non-commercial). Refused: NoDerivatives, custom
+    (`LicenseRef-`), proprietary or unknown terms. For `A OR B` the most permissive admitted
+    choice is taken; for `A AND B` both must be admitted and their terms combine."""
+    try:
+        expression = _licensing().parse(licence)
+    except ExpressionError as error:
+        return PretrainingTerms(licence, False, f"licence {licence!r} cannot be read ({error})")
+    if expression is None:
+        return PretrainingTerms(licence, False, "no licence: unknown terms are not admitted")
+    return replace(_terms(expression), licence=licence)
+
+
+def _terms(expression: object) -> PretrainingTerms:
+    if isinstance(expression, OR):
+        options = [_terms(argument) for argument in expression.args]
+        admitted = [t for t in options if t.admitted]
+        if not admitted:
+            return PretrainingTerms("", False, "; ".join(t.reason for t in options))
+        return min(admitted, key=lambda t: (t.non_commercial, t.share_alike, t.attribution))
+    if isinstance(expression, AND):
+        parts = [_terms(argument) for argument in expression.args]
+        refused = [t for t in parts if not t.admitted]
+        if refused:
+            return PretrainingTerms("", False, "; ".join(t.reason for t in refused))
+        return PretrainingTerms(
+            "",
+            True,
+            attribution=any(t.attribution for t in parts),
+            share_alike=any(t.share_alike for t in parts),
+            non_commercial=any(t.non_commercial for t in parts),
+            ids=tuple(i for t in parts for i in t.ids),
+        )
+    key = str(getattr(expression, "key", expression))
+    upper = key.upper()
+    if "-ND-" in f"{upper}-":
+        return PretrainingTerms("", False, f"{key} forbids derivative works (NoDerivatives)")
+    if upper.startswith(("LICENSEREF-", "DOCUMENTREF-")):
+        return PretrainingTerms(
+            "", False, f"{key} is a custom licence: its terms cannot be checked for pretraining"
+        )
+    found = _OPEN_IDS.get(upper)
+    if found is None:
+        family = next((f for f in _OPEN_FAMILIES if upper.startswith(f[0])), None)
+        found = (family[1], family[2]) if family else None
+    if found is None:
+        return PretrainingTerms(
+            "",
+            False,
+            f"{key} is not an open licence Viz knows to allow training and redistribution",
+        )
+    attribution, share_alike = found
+    non_commercial = upper.startswith("CC-BY-NC-")
+    return PretrainingTerms("", True, "", attribution, share_alike, non_commercial, (key,))
+
+
+def base_licence(terms: list[PretrainingTerms], *, chosen: str | None = None) -> str:
+    """The licence a base pretrained on documents with `terms` (all admitted) must carry: the
+    share-alike licences' terms if any (all of them, ANDed), else `chosen` (checked to keep
+    non-commercial terms), else the most permissive that honours them: CC-BY-NC-4.0 when a
+    document is non-commercial, CC-BY-4.0 when one needs attribution, else CC0-1.0.
+
+    Raises:
+        InvalidInput: `chosen` would drop a share-alike or non-commercial term.
+    """
+    share_alike = sorted({i for t in terms if t.share_alike for i in t.ids})
+    non_commercial = any(t.non_commercial for t in terms)
+    if share_alike:
+        required = " AND ".join(share_alike)
+        if chosen is not None and normalise_licence(chosen) != required:
+            raise InvalidInput(
+                f"the corpus has share-alike documents: the base must carry {required}, "
+                f"not {chosen}"
+            )
+        return required
+    if chosen is not None:
+        chosen = normalise_licence(chosen)
+        if non_commercial and not pretraining_terms(chosen).non_commercial:
+            raise InvalidInput(
+                f"the corpus has non-commercial documents: {chosen} would allow commercial use; "
+                "choose a non-commercial licence such as CC-BY-NC-4.0"
+            )
+        return chosen
+    if non_commercial:
+        return "CC-BY-NC-4.0"
+    return "CC-BY-4.0" if any(t.attribution for t in terms) else "CC0-1.0"
 
 
 def _allows_derivatives(expression: object) -> bool:
