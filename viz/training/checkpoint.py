@@ -18,7 +18,14 @@ from typing import Any
 
 from viz.errors import InvalidInput, LimitExceeded, VizError
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "writing"]
+__all__ = [
+    "flatten_optimizer",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "unflatten_optimizer",
+    "writing",
+]
 
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINTS_KEPT = 2
@@ -57,7 +64,7 @@ def save_checkpoint(
     staging.mkdir(parents=True)
     adapter = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(adapter, staging / "adapter.safetensors")
-    tensors, state = _flatten_optimizer(optimizer.state_dict())
+    tensors, state = flatten_optimizer(optimizer.state_dict())
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -96,11 +103,11 @@ def load_checkpoint(checkpoint: Path, model: Any, optimizer: Any) -> dict[str, A
     cuda_state = tensors.pop("rng.cuda", None)
     if cuda_state is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda_state)
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
     return state
 
 
-def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     # deferred: torch is heavy
     import torch
 
@@ -115,7 +122,7 @@ def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer(tensors: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         _, index, key = name.split(".", 2)
