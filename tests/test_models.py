@@ -55,7 +55,7 @@ def test_a_local_folder_registers_with_its_weights_hash_and_loads(
             str(tiny_model_folder),
             model_id="tiny-llama",
             licence="mit",
-            provenance_class="open-licensed-only",
+            provenance_class="unknown",
             provenance_sources="random init",
         )
     assert record.licence == "MIT"

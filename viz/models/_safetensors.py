@@ -3,12 +3,14 @@ and the suffixes of pickled weight files Viz refuses to open."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from pathlib import Path
 from typing import Any
 
 from viz.errors import InvalidInput
+from viz.store.blobs import sha256_file
 
 HEADER_BYTES_MAX = 100 * 1024 * 1024
 # Formats that unpickle on load (torch.save, pickle, numpy with allow_pickle, joblib).
@@ -42,3 +44,21 @@ def read_header(
     if not isinstance(header, dict):
         raise InvalidInput(f"{path.name}: safetensors header is not a JSON object")
     return header, length
+
+
+def folder_weights_sha256(folder: Path) -> str:
+    """One sha256 over a folder's `*.safetensors` files: sha256 of `name sha256` lines, sorted.
+
+    For a single-file model this is still stable and cheap to recompute.
+
+    Raises:
+        InvalidInput: the folder holds no safetensors files.
+    """
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InvalidInput(
+            f"{folder} holds no *.safetensors files; Viz loads safetensors only "
+            "(convert .bin/.pt weights with transformers' save_pretrained(safe_serialization=True))"
+        )
+    lines = "".join(f"{file.name} {sha256_file(file)}\n" for file in files)
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -7,7 +7,6 @@ pretraining data, so a consumer can tell an openly licensed base from a web-craw
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import re
@@ -19,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, NotFound
 from viz.licences import normalise_licence
-from viz.models._safetensors import PICKLE_SUFFIXES, read_header
+from viz.models._safetensors import PICKLE_SUFFIXES, folder_weights_sha256, read_header
+from viz.models.provenance import MANIFEST_FILE, verify_provenance
 from viz.store.blobs import sha256_file
 from viz.store.schema import BaseModel
 
@@ -30,6 +30,7 @@ __all__ = [
     "add_base_model",
     "builtin_record",
     "builtin_source_path",
+    "check_new_model_id",
     "ensure_builtin_models",
     "folder_weights_sha256",
     "get_base_model",
@@ -149,18 +150,22 @@ def add_base_model(
     licence: str,
     provenance_class: str,
     provenance_sources: str = "",
+    blobs_dir: Path | None = None,
 ) -> BaseModel:
     """Register a base from a local HF folder, a local `.gguf` file or a hub id (`org/name`).
 
+    The class `open-licensed-only` is granted only to a folder whose pretraining manifest
+    verifies against the catalogue (`viz.models.provenance`; `blobs_dir` rehashes the
+    documents' bytes too), under the licence that manifest requires.
+
     Raises:
-        InvalidInput: bad id, licence or provenance class, or a folder without weights.
+        InvalidInput: bad id, licence or provenance class, a folder without weights, or an
+            open-licensed-only claim without a manifest that verifies.
         Conflict: the id is taken.
     """
     problems = []
     if not MODEL_ID_PATTERN.match(model_id):
-        problems.append(
-            f"model id {model_id!r} is not valid: use lowercase letters, digits, '.', '_', '-'"
-        )
+        problems.append(_bad_id(model_id))
     if provenance_class not in PROVENANCE_CLASSES:
         problems.append(
             f"provenance {provenance_class!r} is not one of {', '.join(PROVENANCE_CLASSES)}"
@@ -171,11 +176,10 @@ def add_base_model(
         problems.append(error.message)
     if problems:
         raise InvalidInput("; ".join(problems))
-    ensure_builtin_models(session)
-    if session.get(BaseModel, model_id) is not None:
-        raise Conflict(f"base model {model_id!r} is already registered; choose another --id")
-
+    check_new_model_id(session, model_id)
     kind, ref, weights_sha256, architecture, parameters = _inspect_source(source)
+    if provenance_class == "open-licensed-only":
+        provenance_sources = _check_open_licensed(session, kind, ref, licence, blobs_dir)
     record = BaseModel(
         id=model_id,
         architecture=architecture,
@@ -193,22 +197,52 @@ def add_base_model(
     return record
 
 
-def folder_weights_sha256(folder: Path) -> str:
-    """One sha256 over a folder's `*.safetensors` files: sha256 of `name sha256` lines, sorted.
-
-    For a single-file model this is still stable and cheap to recompute.
+def check_new_model_id(session: Session, model_id: str) -> None:
+    """Refuse an id that is malformed or already registered (before any slow work).
 
     Raises:
-        InvalidInput: the folder holds no safetensors files.
+        InvalidInput: malformed id.
+        Conflict: the id is taken.
     """
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
+    if not MODEL_ID_PATTERN.match(model_id):
+        raise InvalidInput(_bad_id(model_id))
+    ensure_builtin_models(session)
+    if session.get(BaseModel, model_id) is not None:
+        raise Conflict(f"base model {model_id!r} is already registered; choose another id")
+
+
+def _bad_id(model_id: str) -> str:
+    return (
+        f"model id {model_id!r} is not valid: 3-100 lowercase letters, digits, '.', '_', '-', "
+        "starting and ending with a letter or digit"
+    )
+
+
+def _check_open_licensed(
+    session: Session, kind: str, ref: str, licence: str, blobs_dir: Path | None
+) -> str:
+    """Refuse an open-licensed-only claim its manifest does not prove; the data sources, in
+    words, for the registry."""
+    if kind != "hf_folder":
         raise InvalidInput(
-            f"{folder} holds no *.safetensors files; Viz loads safetensors only "
-            "(convert .bin/.pt weights with transformers' save_pretrained(safe_serialization=True))"
+            "provenance open-licensed-only is granted only to a model folder whose "
+            f"{MANIFEST_FILE} verifies (a base made by viz models pretrain); register this "
+            "one as web-crawl or unknown"
         )
-    lines = "".join(f"{file.name} {sha256_file(file)}\n" for file in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
+    report = verify_provenance(session, Path(ref), blobs_dir=blobs_dir)
+    if not report.ok:
+        raise InvalidInput(
+            f"{ref}: its manifest does not verify, so it cannot be registered as "
+            "open-licensed-only: " + "; ".join(report.problems)
+        )
+    if licence != report.licence:
+        raise InvalidInput(
+            f"its documents' licences require the base to carry {report.licence}, not {licence}"
+        )
+    return (
+        f"{report.documents} catalogued documents under open licences ({report.tokens:,} "
+        f"tokens per epoch), listed with their sha256 in {MANIFEST_FILE}"
+    )
 
 
 def _inspect_source(source: str) -> tuple[str, str, str, str, int]:

@@ -187,7 +187,14 @@ def _models(session: Session, caller: Account, server: Server) -> list[dict[str,
             "object": "model",
             "created": int(base.created_at.timestamp()),
             "owned_by": "viz",
-            "viz": {"kind": "base", "licence": base.licence},
+            "viz": {
+                "kind": "base",
+                "licence": base.licence,
+                "provenance": base.provenance_class,  # verified for open-licensed-only
+                "data_sources": base.provenance_sources,
+                "parameters": base.parameter_count,
+                "weights_sha256": base.weights_sha256,
+            },
         }
         for base in list_base_models(session)
     ]

@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from viz.errors import InvalidInput
+from viz.errors import Interrupted, InvalidInput
+from viz.models.loading import quiet_transformers
 from viz.models.precision import native_bf16
 from viz.training.checkpoint import flatten_optimizer, unflatten_optimizer
+from viz.training.ranks import stop_requests
 from viz.training.trainer import batch_indexes
 
 __all__ = [
@@ -187,8 +189,9 @@ def pretrain(
     start = 0
     losses: list[float] = []
     found = _latest(checkpoints) if resume else None
+    initial = math.nan
     if found is not None:
-        start, losses = _restore(found, model, optimizer)
+        start, losses, initial = _restore(found, model, optimizer)
     elif checkpoints.exists():
         shutil.rmtree(checkpoints)
     bf16 = native_bf16()
@@ -199,27 +202,35 @@ def pretrain(
         sum(p.numel() for p in model.parameters()),
         precision="bf16 autocast" if bf16 else "fp32",
     )
-    result.initial_perplexity = _perplexity(model, held_out, bf16) if start == 0 else math.nan
+    result.initial_perplexity = _perplexity(model, held_out, bf16) if start == 0 else initial
+    kept = {"losses": losses, "initial_perplexity": result.initial_perplexity}
     began = time.monotonic()
     model.train()
-    for step in range(start, steps):
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step, steps)
-        rows = [train[i] for i in batch_indexes(len(train), step, config.batch_size, config.seed)]
-        ids = torch.tensor(rows)
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        done = (step + 1 - start) * config.batch_size * shape["context"]
-        speed = done / max(1e-9, time.monotonic() - began)
-        if progress is not None:
-            progress(step + 1, steps, losses[-1], speed)
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < steps:
-            _save(checkpoints, step + 1, model, optimizer, losses)
+    with stop_requests() as stop_requested:
+        for step in range(start, steps):
+            if stop_requested():
+                _save(checkpoints, step, model, optimizer, kept)
+                raise Interrupted(
+                    f"pretraining interrupted at step {step}/{steps}; a checkpoint is saved: "
+                    "continue with the same command plus --resume"
+                )
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step, steps)
+            batch = batch_indexes(len(train), step, config.batch_size, config.seed)
+            ids = torch.tensor([train[i] for i in batch])
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            done = (step + 1 - start) * config.batch_size * shape["context"]
+            speed = done / max(1e-9, time.monotonic() - began)
+            if progress is not None:
+                progress(step + 1, steps, losses[-1], speed)
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < steps:
+                _save(checkpoints, step + 1, model, optimizer, kept)
     result.seconds = time.monotonic() - began
     trained_tokens = (steps - start) * config.batch_size * shape["context"]
     result.tokens_per_second = trained_tokens / max(1e-9, result.seconds)
@@ -274,7 +285,7 @@ def _perplexity(model: Any, held_out: list[list[int]], bf16: bool) -> float:
     return math.exp(sum(losses) / len(held_out))
 
 
-def _save(folder: Path, step: int, model: Any, optimizer: Any, losses: list[float]) -> None:
+def _save(folder: Path, step: int, model: Any, optimizer: Any, kept: dict[str, Any]) -> None:
     """A checkpoint: weights and optimizer tensors as safetensors, the rest as JSON, written
     to a staging folder and renamed into place; the newest two are kept."""
     # deferred: torch and safetensors are heavy
@@ -288,7 +299,7 @@ def _save(folder: Path, step: int, model: Any, optimizer: Any, losses: list[floa
     tensors, state = flatten_optimizer(optimizer.state_dict())
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, staging / "optimizer.safetensors")
-    (staging / "state.json").write_text(json.dumps({"step": step, "losses": losses, **state}))
+    (staging / "state.json").write_text(json.dumps({"step": step, **kept, **state}))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     for old in sorted(folder.glob("step-*"))[:-2]:
@@ -300,7 +311,7 @@ def _latest(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _restore(checkpoint: Path, model: Any, optimizer: Any) -> tuple[int, list[float]]:
+def _restore(checkpoint: Path, model: Any, optimizer: Any) -> tuple[int, list[float], float]:
     # deferred: torch and safetensors are heavy
     import torch
     from safetensors.torch import load_file, load_model
@@ -316,10 +327,12 @@ def _restore(checkpoint: Path, model: Any, optimizer: Any) -> tuple[int, list[fl
         ) from error
     torch.set_rng_state(tensors.pop("rng.torch"))
     optimizer.load_state_dict(unflatten_optimizer(tensors, state))
-    return int(state["step"]), list(state["losses"])
+    initial = state.get("initial_perplexity")
+    return int(state["step"]), list(state["losses"]), math.nan if initial is None else initial
 
 
 def _write_model(model: Any, tokenizer: Any, folder: Path) -> None:
+    quiet_transformers()  # no "Writing model shards" bar
     staging = folder.with_name(f".{folder.name}.writing")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)
