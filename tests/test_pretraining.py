@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -235,3 +237,37 @@ def test_an_interrupted_run_registers_nothing_and_resumes(sqlite_engine, tmp_pat
     assert steps[0] == 7 and steps[-1] == 20
     assert len(done.result.losses) == 20
     assert done.record.provenance_class == "open-licensed-only"
+
+
+def test_two_processes_pretrain_the_base_one_process_does(home) -> None:
+    """`--nproc 2` (torchrun on this machine) and torchrun started by hand, as on a cluster,
+    split each batch in two and end where one process did."""
+    one = _manifest(home, "open-tiny")
+    viz(home, *PRETRAIN, "--tag", "open", "--name", "two-processes", "--nproc", "2")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "viz.cli", *PRETRAIN, "--tag", "open",
+               "--name", "by-torchrun"]  # fmt: skip
+    environment = {**home, "OMP_NUM_THREADS": "1"}
+    started = subprocess.run(command, env=environment, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+
+    for name in ("two-processes", "by-torchrun"):
+        two = _manifest(home, name)
+        assert len(two["losses"]) == len(one["losses"])
+        assert two["losses"] == pytest.approx(one["losses"], abs=0.02)
+        assert two["tokenizer"]["sha256"] == one["tokenizer"]["sha256"]
+        assert "verified: 3 documents" in viz(home, "models", "verify", name).output
+    assert started.stdout.count("registered by-torchrun") == 1  # by the main process only
+
+
+def test_a_size_too_large_for_this_machine_is_refused_before_training(home) -> None:
+    result = viz(home, *PRETRAIN, "--tag", "open", "--name", "too-big", "--size", "1b",
+                 "--tokens", "2048", "--batch-size", "1", check=False)  # fmt: skip
+    if "GiB to train" not in result.output:  # a machine with over 30 GB could train it
+        pytest.skip("this machine has the memory for size 1b")
+    assert result.exit_code != 0 and "choose a smaller size" in result.output
+
+
+def _manifest(home: dict[str, str], name: str) -> dict:
+    folder = Path(home["VIZ_HOME"]) / "models" / "pretrained" / name / "model"
+    return json.loads((folder / "viz-manifest.json").read_text())

@@ -147,6 +147,9 @@ def pretrain(
     seed: int = typer.Option(0, help="Random seed (same seed, same base)"),
     checkpoint_every: int = typer.Option(50, min=1, help="Save a checkpoint every N steps"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run"),
+    nproc: int = typer.Option(
+        1, min=1, help="Training processes (torchrun + DDP); the batch is split between them"
+    ),
 ) -> None:
     """Pretrain a base from scratch on your openly licensed documents, and register it as
     open-licensed-only with a manifest that proves it (compute: about 6 x parameters x tokens).
@@ -192,12 +195,15 @@ def pretrain(
             held_out=held_out,
             licence=licence,
             resume=resume,
+            nproc=nproc,
             progress=progress,
             say=lambda line: typer.echo(line, err=True),
         )
     finally:
         for bar in bars:
             bar.close()
+    if done is None:
+        return  # a torchrun worker other than the main one
     m, record = done.manifest["metrics"], done.record
     typer.echo(
         f"registered {record.id}: {record.parameter_count:,} parameters, {record.licence}, "

@@ -7,6 +7,10 @@ and runs the same `train_adapter` as a single process; rank 0 evaluates and publ
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 \\
         -m viz.training.distributed .viz/adapters/.qasper-nlp.job.json
+
+`viz models pretrain --nproc N` does the same for pretraining a base from scratch
+(`pretrain_in_processes`): the job holds the texts and the config, the workers read the
+tokenizer the parent trained, and the main worker writes the model and its figures.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,11 +28,14 @@ from viz.errors import InvalidInput, LimitExceeded, VizError
 from viz.store.schema import BaseModel
 from viz.training.config import TrainingConfig
 from viz.training.dataset import DocumentTokens, TrainingSet
+from viz.training.pretrain import PretrainConfig, PretrainResult, pretrain
+from viz.training.ranks import current_ranks
 from viz.training.trainer import train_adapter
 
-__all__ = ["NPROC_MAX", "launch", "main"]
+__all__ = ["NPROC_MAX", "launch", "main", "pretrain_in_processes", "run_workers"]
 
 NPROC_MAX = 64
+RESULT_FILE = "result.json"
 # Every registry column but the timestamp travels to the workers.
 BASE_FIELDS = tuple(c.name for c in BaseModel.__table__.columns if c.name != "created_at")
 
@@ -75,6 +83,59 @@ def launch(
         },
     }
     job_file.write_text(json.dumps(job))
+    try:
+        run_workers(nproc, job_file, f"distributed training of {name!r}")
+    finally:
+        job_file.unlink(missing_ok=True)
+
+
+def pretrain_in_processes(
+    nproc: int,
+    *,
+    train_texts: Sequence[str],
+    held_out_texts: Sequence[str],
+    config: PretrainConfig,
+    work: Path,
+    resume: bool,
+) -> PretrainResult:
+    """`viz.training.pretrain.pretrain` in `nproc` processes under torchrun (the tokenizer is
+    already in `work/tokenizer`); the main worker's result.
+
+    Raises:
+        LimitExceeded, InvalidInput, VizError: as `launch`.
+    """
+    if not 2 <= nproc <= NPROC_MAX:
+        raise LimitExceeded(f"--nproc {nproc} must be between 2 and {NPROC_MAX}")
+    if config.batch_size % nproc:
+        raise InvalidInput(
+            f"batch size {config.batch_size} does not split evenly over {nproc} processes; "
+            "use a multiple of --nproc"
+        )
+    job_file = work / "job.json"
+    job = {
+        "kind": "pretrain",
+        "train": list(train_texts),
+        "held_out": list(held_out_texts),
+        "config": asdict(config),
+        "work": str(work),
+        "resume": resume,
+    }
+    job_file.write_text(json.dumps(job))
+    try:
+        run_workers(nproc, job_file, "distributed pretraining")
+    finally:
+        job_file.unlink(missing_ok=True)
+    saved = json.loads((work / RESULT_FILE).read_text())
+    return PretrainResult(**{**saved, "model_folder": Path(saved["model_folder"])})
+
+
+def run_workers(nproc: int, job_file: Path, what: str) -> None:
+    """torchrun `--standalone` with `nproc` workers of this module on `job_file`; the cores
+    shared between them.
+
+    Raises:
+        VizError: a worker failed (its own message is on stderr above).
+    """
     threads = max(1, (os.cpu_count() or 1) // nproc)
     command = [
         sys.executable,
@@ -87,14 +148,11 @@ def launch(
         str(job_file),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    try:
-        result = subprocess.run(command, env=environment)
-    finally:
-        job_file.unlink(missing_ok=True)
+    result = subprocess.run(command, env=environment)
     if result.returncode != 0:
         error = VizError(
-            f"distributed training of {name!r} failed in a worker (exit code "
-            f"{result.returncode}); see the worker's message above"
+            f"{what} failed in a worker (exit code {result.returncode}); see the worker's "
+            "message above"
         )
         error.exit_code = result.returncode if result.returncode < 128 else 1
         raise error
@@ -112,6 +170,9 @@ def main(job_file: str) -> int:
     dist.init_process_group(backend)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     try:
+        if job.get("kind") == "pretrain":
+            _pretrain(job)
+            return 0
         train_adapter(
             name=job["name"],
             account=job["account"],
@@ -130,6 +191,38 @@ def main(job_file: str) -> int:
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def _pretrain(job: dict[str, Any]) -> None:
+    """One pretraining worker; the main one writes the result for the parent to read."""
+    # deferred: transformers is heavy; tqdm.auto probes for notebooks on import
+    from tqdm.auto import tqdm
+    from transformers import PreTrainedTokenizerFast
+
+    work = Path(job["work"])
+    config = PretrainConfig(**job["config"])
+    main = current_ranks().main
+    bar = tqdm(total=config.steps(), desc="pretraining", unit="step", disable=not main)
+
+    def progress(step: int, steps: int, loss: float, tokens_per_second: float) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_second:.0f}")
+
+    try:
+        result = pretrain(
+            job["train"],
+            job["held_out"],
+            PreTrainedTokenizerFast.from_pretrained(work / "tokenizer"),
+            config,
+            work,
+            resume=job["resume"],
+            progress=progress,
+        )
+    finally:
+        bar.close()
+    if main:
+        saved = {**asdict(result), "model_folder": str(result.model_folder)}
+        (work / RESULT_FILE).write_text(json.dumps(saved))
 
 
 def _config(values: dict[str, Any]) -> TrainingConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -22,23 +23,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from viz.errors import Interrupted, InvalidInput
+from viz.errors import Interrupted, InvalidInput, LimitExceeded
 from viz.models.loading import quiet_transformers
 from viz.models.precision import native_bf16
 from viz.training.checkpoint import flatten_optimizer, unflatten_optimizer
-from viz.training.ranks import stop_requests
+from viz.training.ranks import Ranks, current_ranks, stop_requests
 from viz.training.trainer import batch_indexes
 
 __all__ = [
     "SIZES",
     "PretrainConfig",
     "PretrainResult",
+    "check_memory",
     "model_config",
+    "parameter_count",
     "pretrain",
     "train_tokenizer",
 ]
 
-# Llama shapes by size; "base" is SmolLM2-135M's shape. vocab: the tokenizer's size.
+# Llama shapes by size; "base" is SmolLM2-135M's shape, "1b" Llama-3.2-1B's with SmolLM2's
+# vocabulary (1.07B parameters). vocab: the tokenizer's size.
 SIZES: dict[str, dict[str, int]] = {
     "tiny": {"hidden": 64, "intermediate": 256, "layers": 2, "heads": 4, "kv_heads": 2,
              "vocab": 2048, "context": 128},
@@ -46,13 +50,17 @@ SIZES: dict[str, dict[str, int]] = {
               "vocab": 8192, "context": 256},
     "base": {"hidden": 576, "intermediate": 1536, "layers": 30, "heads": 9, "kv_heads": 3,
              "vocab": 49152, "context": 2048},
+    "1b": {"hidden": 2048, "intermediate": 8192, "layers": 16, "heads": 32, "kv_heads": 8,
+           "vocab": 49152, "context": 2048},
 }  # fmt: skip
+TRAINING_BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and AdamW's two moments
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
     "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+EVALUATION_WINDOWS_MAX = 256  # held-out windows perplexity is measured on, evenly spaced
 PASSES_MAX = 50  # --tokens beyond this many passes over the corpus only memorises it
 CHECKPOINTS = "checkpoints"
 
@@ -161,10 +169,15 @@ def pretrain(
     *,
     resume: bool = False,
     progress: Callable[[int, int, float, float], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> PretrainResult:
     """Train a model of `config.size` from scratch on `train_texts` for `config.tokens` tokens;
     checkpoints under `work/checkpoints` (`resume` continues from the newest), the model in
     `work/model`. `progress(step, steps, loss, tokens_per_second)` is called after each step.
+
+    Under torchrun (`ranks`: this process's place, default the current group), every process
+    trains on its slice of each batch and DDP averages the gradients, on CUDA when there is
+    one; the main process evaluates, checkpoints and writes the model.
 
     Raises:
         InvalidInput: too little text for the size, or `tokens` beyond PASSES_MAX passes.
@@ -177,8 +190,20 @@ def pretrain(
     train = windows(train_texts, tokenizer, shape["context"])
     held_out = windows(held_out_texts, tokenizer, shape["context"])
     _check_corpus(config, len(train), len(held_out))
+    held_out = held_out[:: math.ceil(len(held_out) / EVALUATION_WINDOWS_MAX)]
+    ranks = ranks or current_ranks()
+    if config.batch_size % ranks.world:
+        raise InvalidInput(
+            f"batch size {config.batch_size} does not split evenly over {ranks.world} "
+            "processes; use a multiple of --nproc"
+        )
+    device = (
+        f"cuda:{ranks.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+    )
+    check_memory(config, len(tokenizer))
     torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(model_config(config.size, len(tokenizer)))
+    model: Any = LlamaForCausalLM(model_config(config.size, len(tokenizer)))
+    model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.learning_rate,
@@ -194,7 +219,7 @@ def pretrain(
         start, losses, initial = _restore(found, model, optimizer)
     elif checkpoints.exists():
         shutil.rmtree(checkpoints)
-    bf16 = native_bf16()
+    bf16 = device != "cpu" or native_bf16()
     result = PretrainResult(
         work / "model",
         steps,
@@ -202,14 +227,18 @@ def pretrain(
         sum(p.numel() for p in model.parameters()),
         precision="bf16 autocast" if bf16 else "fp32",
     )
-    result.initial_perplexity = _perplexity(model, held_out, bf16) if start == 0 else initial
+    if start == 0 and ranks.main:
+        result.initial_perplexity = _perplexity(model, held_out, bf16)
+    else:
+        result.initial_perplexity = initial
     kept = {"losses": losses, "initial_perplexity": result.initial_perplexity}
+    forward = ranks.wrap(model)  # DistributedDataParallel when there are several processes
     began = time.monotonic()
     model.train()
     with stop_requests() as stop_requested:
         for step in range(start, steps):
-            if stop_requested():
-                _save(checkpoints, step, model, optimizer, kept)
+            if ranks.any(stop_requested()):
+                _save(checkpoints, step, model, optimizer, kept, ranks)
                 raise Interrupted(
                     f"pretraining interrupted at step {step}/{steps}; a checkpoint is saved: "
                     "continue with the same command plus --resume"
@@ -217,27 +246,29 @@ def pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step, steps)
             batch = batch_indexes(len(train), step, config.batch_size, config.seed)
-            ids = torch.tensor([train[i] for i in batch])
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
+            ids = torch.tensor([train[i] for i in batch[ranks.rank :: ranks.world]])
+            with torch.autocast(device, torch.bfloat16, enabled=bf16):
+                loss = forward(input_ids=ids.to(device), labels=ids.to(device)).loss
+            loss.backward()  # DDP averages the gradients of the processes' slices here
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(ranks.mean(loss.detach()))
             done = (step + 1 - start) * config.batch_size * shape["context"]
             speed = done / max(1e-9, time.monotonic() - began)
-            if progress is not None:
+            if progress is not None and ranks.main:
                 progress(step + 1, steps, losses[-1], speed)
             if (step + 1) % config.checkpoint_every == 0 and step + 1 < steps:
-                _save(checkpoints, step + 1, model, optimizer, kept)
+                _save(checkpoints, step + 1, model, optimizer, kept, ranks)
     result.seconds = time.monotonic() - began
     trained_tokens = (steps - start) * config.batch_size * shape["context"]
     result.tokens_per_second = trained_tokens / max(1e-9, result.seconds)
     result.losses = losses
-    model.eval()
-    result.held_out_perplexity = _perplexity(model, held_out, bf16)
-    _write_model(model, tokenizer, result.model_folder)
+    if ranks.main:
+        model.eval()
+        result.held_out_perplexity = _perplexity(model.cpu(), held_out, bf16)
+        _write_model(model, tokenizer, result.model_folder)
+    ranks.barrier()
     return result
 
 
@@ -263,6 +294,37 @@ def _check_corpus(config: PretrainConfig, train: int, held_out: int) -> None:
         )
 
 
+def parameter_count(size: str, vocab_size: int) -> int:
+    """Parameters of a Llama of `size` with tied embeddings (no model built)."""
+    shape = PretrainConfig(size=size).shape
+    hidden, kv = shape["hidden"], shape["hidden"] * shape["kv_heads"] // shape["heads"]
+    attention = 2 * hidden * hidden + 2 * hidden * kv
+    layer = attention + 3 * hidden * shape["intermediate"] + 2 * hidden
+    return vocab_size * hidden + shape["layers"] * layer + hidden
+
+
+def check_memory(config: PretrainConfig, vocab_size: int | None = None) -> None:
+    """On a CPU, refuse a size whose weights, gradients and optimizer state alone would take
+    most of this machine's memory (before minutes of work and an out-of-memory kill).
+
+    Raises:
+        LimitExceeded: with the sizes to choose instead.
+    """
+    import torch  # deferred: torch is heavy
+
+    if torch.cuda.is_available():
+        return
+    vocab_size = vocab_size or config.shape["vocab"]
+    needed = TRAINING_BYTES_PER_PARAMETER * parameter_count(config.size, vocab_size)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > total * 0.6:  # activations and the runtime need the rest
+        raise LimitExceeded(
+            f"size {config.size} needs about {needed / 2**30:.1f} GiB to train (weights, "
+            f"gradients, AdamW state), more than this machine's {total / 2**30:.1f} GiB: choose "
+            "a smaller size, or train it on GPUs (see the README's cluster command)"
+        )
+
+
 def _learning_rate(config: PretrainConfig, step: int, steps: int) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
     if step < config.warmup_steps:
@@ -277,21 +339,27 @@ def _perplexity(model: Any, held_out: list[list[int]], bf16: bool) -> float:
 
     if not held_out:
         return math.nan
+    device = next(model.parameters()).device
     losses = []
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
         for start in range(0, len(held_out), 8):
-            ids = torch.tensor(held_out[start : start + 8])
+            ids = torch.tensor(held_out[start : start + 8], device=device)
             losses.append(float(model(input_ids=ids, labels=ids).loss) * len(ids))
     return math.exp(sum(losses) / len(held_out))
 
 
-def _save(folder: Path, step: int, model: Any, optimizer: Any, kept: dict[str, Any]) -> None:
-    """A checkpoint: weights and optimizer tensors as safetensors, the rest as JSON, written
-    to a staging folder and renamed into place; the newest two are kept."""
+def _save(
+    folder: Path, step: int, model: Any, optimizer: Any, kept: dict[str, Any], ranks: Ranks
+) -> None:
+    """A checkpoint by the main process: weights and optimizer tensors as safetensors, the rest
+    as JSON, written to a staging folder and renamed into place; the newest two are kept."""
     # deferred: torch and safetensors are heavy
     import torch
     from safetensors.torch import save_file, save_model
 
+    if not ranks.main:
+        ranks.barrier()
+        return
     target, staging = folder / f"step-{step:07d}", folder / f".step-{step:07d}.writing"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -304,6 +372,7 @@ def _save(folder: Path, step: int, model: Any, optimizer: Any, kept: dict[str, A
     staging.rename(target)
     for old in sorted(folder.glob("step-*"))[:-2]:
         shutil.rmtree(old, ignore_errors=True)
+    ranks.barrier()
 
 
 def _latest(folder: Path) -> Path | None:

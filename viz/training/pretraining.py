@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -40,14 +41,17 @@ from viz.store.blobs import sha256_file
 from viz.store.database import session_scope
 from viz.store.schema import BaseModel
 from viz.training.corpus import Refused, admit_for_pretraining
+from viz.training.distributed import pretrain_in_processes
 from viz.training.manifest import hardware, library_versions
 from viz.training.pretrain import (
     PretrainConfig,
     PretrainResult,
+    check_memory,
     describe,
     pretrain,
     train_tokenizer,
 )
+from viz.training.ranks import Ranks, current_ranks
 
 __all__ = ["Pretrained", "pretrain_from_documents", "pretraining_folder"]
 
@@ -96,22 +100,30 @@ def pretrain_from_documents(
     held_out: Sequence[int] = (),
     licence: str | None = None,
     resume: bool = False,
+    nproc: int = 1,
     progress: Callable[[int, int, float, float], None] | None = None,
     say: Say = lambda _message: None,
-) -> Pretrained:
+) -> Pretrained | None:
     """Pretrain base `name` for `account` on the documents named by id, owner or tag; register it.
 
     `held_out`: document ids to keep out for perplexity (default: a tenth, at least one).
     `licence`: the base's licence, if the documents' terms leave a choice.
+    `nproc` > 1: train in that many processes under torchrun (DDP; the batch is split).
+    Started by torchrun itself (one process per GPU, on several nodes sharing `models_dir`),
+    every process calls this; the main one trains the tokenizer and registers the base, and
+    the others return None.
 
     Raises:
         InvalidInput: bad id or size, nothing admitted, too little text, tokens beyond the
             corpus, a resumed run on another corpus or config.
+        LimitExceeded: a size too large for this machine's memory.
         Conflict: the id is taken.
         NotFound: an unknown account or document.
         Interrupted: stopped by Ctrl-C, with a checkpoint to `resume` from.
     """
     steps = config.steps()  # checks the size before any slow work
+    check_memory(config)
+    ranks = _join_group() if nproc == 1 else Ranks()
     with session_scope(engine) as session:
         check_new_model_id(session, name)
         creator = get_account(session, account)
@@ -134,26 +146,35 @@ def pretrain_from_documents(
             )
             for d, terms in corpus.admitted
         ]
-    for refusal in corpus.refused:
-        say(f"refused {refusal}")
     train, kept_out = _split(sources, held_out)
     work = pretraining_folder(models_dir, name)
-    _check_run(work, train, kept_out, config, resume)
-    say(
-        f"pretraining {name} ({config.size}, {config.tokens:,} tokens, {steps} steps) "
-        f"on {len(train)} documents, {len(kept_out)} kept out; licence {base_licence}"
-    )
-    tokenizer = _tokenizer(work, train, config, resume)
+    if ranks.main:
+        for refusal in corpus.refused:
+            say(f"refused {refusal}")
+        _check_run(work, train, kept_out, config, resume)
+        say(
+            f"pretraining {name} ({config.size}, {config.tokens:,} tokens, {steps} steps) "
+            f"on {len(train)} documents, {len(kept_out)} kept out; licence {base_licence}"
+        )
+        tokenizer = _tokenizer(work, train, config, resume)
+    ranks.barrier()
+    if not ranks.main:
+        tokenizer = _tokenizer(work, train, config, resume=True)
     started = datetime.now(UTC)
-    result = pretrain(
-        [s.text for s in train],
-        [s.text for s in kept_out],
-        tokenizer,
-        config,
-        work,
-        resume=resume,
-        progress=progress,
-    )
+    texts = ([s.text for s in train], [s.text for s in kept_out])
+    if nproc > 1:
+        result = pretrain_in_processes(
+            nproc,
+            train_texts=texts[0],
+            held_out_texts=texts[1],
+            config=config,
+            work=work,
+            resume=resume,
+        )
+    else:
+        result = pretrain(*texts, tokenizer, config, work, resume=resume, progress=progress)
+    if not ranks.main:
+        return None
     manifest = _manifest(
         name, account, base_licence, train, kept_out, corpus.refused, tokenizer, config, result
     )
@@ -171,6 +192,19 @@ def pretrain_from_documents(
         append_entry(session, "base_pretrained", _log_entry(manifest, result.model_folder))
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return Pretrained(record, manifest, result, corpus.refused)
+
+
+def _join_group() -> Ranks:
+    """This process's place when torchrun started it (WORLD_SIZE > 1), joining the group."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Ranks()
+    # deferred: torch is heavy
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return current_ranks()
 
 
 def _split(sources: list[Source], held_out: Sequence[int]) -> tuple[list[Source], list[Source]]:
