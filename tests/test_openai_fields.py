@@ -130,6 +130,8 @@ def test_penalties_and_logit_bias_change_the_answer(api, tokenizer) -> None:
     banned = chat(api, logit_bias={str(first_id): -100}, logprobs=True)
     assert banned.choices[0].logprobs.content[0].token != first.token
     assert "vocabulary" in bad_request(lambda: chat(api, logit_bias={"999999": 5}))
+    # a digit int() refuses (found by the schema fuzzer): a 400, not a 500
+    assert "not a token id" in bad_request(lambda: chat(api, logit_bias={"\u00b9": 5}))
 
 
 def test_stop_strings_up_to_four(api) -> None:

@@ -141,7 +141,10 @@ def parse_hardware(spec: str) -> Hardware:
             elif key in ("bw", "bandwidth"):
                 hardware = replace(hardware, bandwidth_gbs=parse_size(value) / GB)
             elif key == "cores":
-                if not value.strip().isdigit() or not 1 <= int(value) <= 4096:
+                if (
+                    not (value.strip().isascii() and value.strip().isdigit())
+                    or not 1 <= int(value) <= 4096
+                ):
                     raise InvalidInput(f"cores {value!r} must be a whole number 1..4096")
                 hardware = replace(hardware, cpu_cores=int(value))
             else:

@@ -115,7 +115,7 @@ def check_logit_bias(settings: GenerationSettings, vocabulary_size: int) -> None
 def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
     pairs = []
     for key, value in (bias or {}).items():
-        if not key.isdigit():
+        if not (key.isascii() and key.isdigit()):  # not '¹': int() refuses it
             raise InvalidInput(
                 f"logit_bias key {key[:40]!r} is not a token id: keys are token ids as strings"
             )

@@ -42,9 +42,10 @@ __all__ = [
 ]
 
 # Llama shapes by size; "base" is SmolLM2-135M's shape, "1b" Llama-3.2-1B's with SmolLM2's
-# vocabulary (1.07B parameters). vocab: the tokenizer's size.
+# vocabulary (1.07B parameters). vocab: the tokenizer's size. Heads are 32 or more wide, as
+# vLLM's attention kernels require.
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"hidden": 64, "intermediate": 256, "layers": 2, "heads": 4, "kv_heads": 2,
+    "tiny": {"hidden": 64, "intermediate": 256, "layers": 2, "heads": 2, "kv_heads": 1,
              "vocab": 2048, "context": 128},
     "small": {"hidden": 256, "intermediate": 1024, "layers": 4, "heads": 8, "kv_heads": 4,
               "vocab": 8192, "context": 256},

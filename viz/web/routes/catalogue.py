@@ -40,7 +40,7 @@ class CataloguePages:
         price_max: str = "",
         domain: str = "",
     ) -> Response:
-        if price_max and not price_max.isdigit():
+        if price_max and not (price_max.isascii() and price_max.isdigit()):
             raise InvalidInput(
                 f"price_max {price_max!r} is not a whole number of micro-units per 1k tokens"
             )

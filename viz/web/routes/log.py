@@ -27,7 +27,7 @@ class LogPages:
         self.log_key = log_key
 
     def log(self, request: Request, entry: str = "") -> Response:
-        if entry and not entry.isdigit():
+        if entry and not (entry.isascii() and entry.isdigit()):
             raise InvalidInput(f"entry {entry!r} is not a log index (a whole number from 0)")
         with session_scope(self.database) as session:
             seen = visit(request, session)

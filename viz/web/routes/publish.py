@@ -61,7 +61,7 @@ class PublishPages:
 
     async def publish(self, request: Request) -> Response:
         declared = request.headers.get("content-length", "")
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise PayloadTooLarge(
                 "an upload must declare its Content-Length; send it from the form"
             )
@@ -135,7 +135,7 @@ def _publish_request(fields: dict[str, str]) -> PublishRequest:
 
     def price(field: str) -> int:
         value = fields.get(field, "").strip()
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise InvalidInput(f"{field.replace('_', ' ')} {value!r} must be a whole number of µ")
         return int(value)
 

@@ -16,7 +16,7 @@ from viz.errors import NotFound
 from viz.ledger.statements import requests_per_day
 from viz.log.store import prove_entry, verify_proof
 from viz.market.hierarchy import manifest_of, newest, newest_approved, visible_to
-from viz.store.schema import Account, Adapter, AdapterVersion, LogEntry, VersionShare
+from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel, LogEntry, VersionShare
 from viz.web.views._days import USAGE_ROWS_MAX, fill, since_us
 from viz.web.views.catalogue import lineage, parents_by_name
 
@@ -38,6 +38,7 @@ class AdapterPage:
     name: str
     owner: str
     base: str
+    base_provenance: str  # of the base's pretraining data: open-licensed-only (verified), ...
     description: str
     tags: list[str]
     chain: list[str]  # parent first ... this adapter last
@@ -80,6 +81,7 @@ def adapter_page(
         name=adapter.name,
         owner=adapter.owner.name,
         base=adapter.base_id,
+        base_provenance=_provenance(session, adapter.base_id),
         description=adapter.description,
         tags=[t.tag for t in adapter.tags],
         chain=list(reversed(lineage(adapter.name, parents))),
@@ -146,3 +148,8 @@ def _publish_proof(
     except Exception as error:  # shown on the page: an auditor must see a failure
         return proof, f"the proof does not verify: {error}"
     return proof, ""
+
+
+def _provenance(session: Session, base_id: str) -> str:
+    base = session.get(BaseModel, base_id)
+    return base.provenance_class if base is not None else "unknown"

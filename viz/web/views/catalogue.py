@@ -170,7 +170,7 @@ def document_page(session: Session, sha_or_id: str, viewer: Account | None) -> d
         NotFound: no such document.
     """
     query = select(Document)
-    if sha_or_id.isdigit():
+    if sha_or_id.isascii() and sha_or_id.isdigit():
         query = query.where(Document.id == int(sha_or_id))
     else:
         query = query.where(Document.sha256 == sha_or_id.lower())
