@@ -15,7 +15,13 @@ higher (`tests/test_layers.py` checks every import):
     app api cli                       the FastAPI app, the Python API, the `viz` command
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# transformers 5 fetches "hub kernels" (code from the Hugging Face Hub) when a model loads on
+# CUDA: offline that load fails, and online it would run code nobody installed. Viz loads models
+# with the kernels its installed packages ship; USE_HUB_KERNELS=1 in the environment opts back in.
+os.environ.setdefault("USE_HUB_KERNELS", "0")
 
 __all__ = ["__version__"]
 

@@ -108,6 +108,11 @@ def load_checkpoint(checkpoint: Path, model: Any, optimizer: Any) -> dict[str, A
 
 
 def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An optimizer's state as safetensors tensors (`state.<param>.<key>`) and JSON for the rest.
+
+    bitsandbytes' 8-bit optimizers nest their quantisation tensors one level down (a dict under
+    one key, hidden from FSDP); those become `state.<param>.<key>/<inner key>`.
+    """
     # deferred: torch is heavy
     import torch
 
@@ -115,18 +120,30 @@ def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[
     scalars: dict[str, dict[str, Any]] = {}
     for index, values in state_dict["state"].items():
         for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
+            inner = value if isinstance(value, dict) else {None: value}
+            for sub, item in inner.items():
+                name = key if sub is None else f"{key}/{sub}"
+                if isinstance(item, torch.Tensor):
+                    tensors[f"state.{index}.{name}"] = item.detach().contiguous().cpu()
+                else:
+                    scalars.setdefault(str(index), {})[name] = item
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def unflatten_optimizer(tensors: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
+
+    def put(index: int, name: str, value: Any) -> None:
+        key, _, sub = name.partition("/")
+        if sub:
+            state.setdefault(index, {}).setdefault(key, {})[sub] = value
+        else:
+            state.setdefault(index, {})[key] = value
+
     for name, value in tensors.items():
         _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
+        put(int(index), key, value)
     for index, values in saved["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
+        for key, value in values.items():
+            put(int(index), key, value)
     return {"state": state, "param_groups": saved["param_groups"]}

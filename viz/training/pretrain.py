@@ -267,7 +267,7 @@ def pretrain(
     result.losses = losses
     if ranks.main:
         model.eval()
-        result.held_out_perplexity = _perplexity(model.cpu(), held_out, bf16)
+        result.held_out_perplexity = _perplexity(model, held_out, bf16)  # on its device
         _write_model(model, tokenizer, result.model_folder)
     ranks.barrier()
     return result
