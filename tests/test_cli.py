@@ -96,6 +96,7 @@ def test_every_command_help_carries_an_example(viz) -> None:
         ("ledger", "expire"),
         ("ledger", "release-escrow"),
         ("ledger", "verify"),
+        ("ledger", "anchor"),
     ]
     for command in commands:
         result = viz(*command, "--help")
@@ -306,6 +307,8 @@ def test_ledger_tops_up_meters_pays_out_and_verifies(viz, tmp_path) -> None:
     result = viz("ledger", "verify")
     assert result.exit_code == 0, result.output
     assert "ledger verified" in result.output and "1 usage events" in result.output
+    assert "await their anchor" not in result.output  # the CLI's writes anchor at once
+    assert "anchored already" in viz("ledger", "anchor").output
 
     result = viz("ledger", "history", "bob")
     assert "charge/single" in result.output and "topup/single" in result.output

@@ -26,8 +26,10 @@ from viz.ledger import (
     AdapterUse,
     Book,
     PayoutOrder,
+    Report,
     Transfer,
     Usage,
+    anchor_ledger,
     balances,
     expire_overdue,
     history,
@@ -46,6 +48,7 @@ from viz.ledger import (
     void_reservation,
 )
 from viz.ledger.pricing import split
+from viz.ledger.transfers import now_us
 from viz.store import session_scope
 from viz.store.schema import AdapterVersion, LedgerAccount, LedgerTransfer, LogEntry, UsageEvent
 from worlds.ledger import BASE, add_adapter, build_market
@@ -72,9 +75,12 @@ def posted(engine: Engine, code: str) -> int:
         return next(b.posted for b in balances(session, code))
 
 
-def check(engine: Engine) -> None:
+HOUR_US = 3_600 * 10**6
+
+
+def check(engine: Engine, *, now_us: int | None = None) -> None:
     with session_scope(engine) as session:
-        verify_ledger(session)
+        verify_ledger(session, now_us=now_us)
 
 
 @contextmanager
@@ -466,7 +472,7 @@ def test_verify_finds_tampering(market, statement_sql: str, message: str) -> Non
     check(engine)
     tamper(engine, statement_sql)
     with pytest.raises(LedgerCorrupt, match=message):
-        check(engine)
+        check(engine, now_us=now_us() + HOUR_US)  # an hour on: a missing anchor is no delay
 
 
 def test_each_settled_batch_is_anchored_in_the_public_log(market) -> None:
@@ -480,6 +486,40 @@ def test_each_settled_batch_is_anchored_in_the_public_log(market) -> None:
     batch = json.loads(entries[-1])
     assert (batch["usage_events"], batch["transfers"], batch["last_seq"]) == (5, 20, last.seq)
     assert batch["chain"] == last.chain
+
+
+def test_deferred_writes_are_anchored_by_the_next_anchor_and_a_stale_tail_is_a_finding(
+    market,
+) -> None:
+    engine, _ = market
+    with session_scope(engine) as session:  # the gateway's writes: no log entry of their own
+        reserve(session, "r-1", "bob", 1000, anchor=False)
+        settle(session, usage("r-1"), fee_bps=FEE, anchor=False)
+        report = verify_ledger(session)
+    assert report.unanchored >= 2  # young: reported, not a problem
+    with session_scope(engine) as session, pytest.raises(LedgerCorrupt, match="unanchored"):
+        verify_ledger(session, now_us=now_us() + HOUR_US)  # a crash left it: found
+
+    with session_scope(engine) as session:
+        entry = anchor_ledger(session)
+        assert anchor_ledger(session) is None  # nothing left to anchor
+        last = session.scalar(select(LedgerTransfer).order_by(LedgerTransfer.seq.desc()))
+    assert entry is not None
+    batch = json.loads(entry.data)
+    assert batch["last_seq"] == last.seq and batch["chain"] == last.chain
+    assert batch["transfers"] == report.unanchored
+    assert verify_ledger_now(engine, now_us() + HOUR_US).unanchored == 0
+
+    with session_scope(engine) as session:
+        reserve(session, "r-2", "bob", 1000, anchor=False)
+    with session_scope(engine) as session:  # an anchoring write covers the deferred one too
+        settle(session, usage("r-2"), fee_bps=FEE)
+    assert verify_ledger_now(engine, now_us() + HOUR_US).unanchored == 0
+
+
+def verify_ledger_now(engine: Engine, when_us: int) -> Report:
+    with session_scope(engine) as session:
+        return verify_ledger(session, now_us=when_us)
 
 
 def test_ledger_accounts_hold_only_known_kinds(market) -> None:

@@ -386,6 +386,29 @@ def test_a_client_that_disconnects_pays_for_what_was_streamed(api) -> None:
         verify_ledger(session)
 
 
+def test_requests_defer_anchoring_to_the_keeper_which_anchors_within_seconds(api) -> None:
+    from viz.ledger import verify_ledger
+    from viz.ledger.transfers import now_us
+
+    body = {"model": "qa-real", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+    headers = {"Authorization": f"Bearer {api.keys['bob']}"}
+    response = httpx.post(f"{api.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    stages = dict(part.split(";dur=") for part in response.headers["server-timing"].split(", "))
+    assert {"auth", "resolve", "prepare", "reserve", "generate", "settle"} <= set(stages)
+    assert all(float(ms) >= 0 for ms in stages.values())
+    deadline = time.monotonic() + 30  # VIZ_LEDGER_ANCHOR_INTERVAL_S is 2 s
+    while True:
+        with session_scope(api.database) as session:
+            report = verify_ledger(session)
+        if report.unanchored == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert report.unanchored == 0, "the keeper anchored the request's transfers"
+    with session_scope(api.database) as session:  # an hour on, nothing is left unanchored
+        verify_ledger(session, now_us=now_us() + 3_600 * 10**6)
+
+
 def test_a_full_queue_refuses_instead_of_growing(smollm2_record, models_dir) -> None:
     from viz.errors import Overloaded
 

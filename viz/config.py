@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     """A `viz serve` process renews its lease every third of this; when it lapses (the process
     died), any replica settles or voids the requests it was serving."""
 
+    ledger_anchor_interval_s: float = Field(default=2.0, gt=0, le=60)
+    """How often a `viz serve` process anchors the ledger's new transfers in the public log
+    (its requests' ledger writes defer it: `viz.ledger.anchors`)."""
+
     progress_interval_s: float = Field(default=1.0, gt=0, le=60)
     """How often a stream records the tokens it has sent (what is settled if its server dies)."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from viz.errors import Conflict, LimitExceeded, NotFound, Unauthenticated
 from viz.store.schema import Account, ApiKey, utc_now
@@ -84,7 +84,9 @@ def authenticate(session: Session, token: str) -> Account:
             "viz keys create --account NAME"
         )
     key_id, secret = match.groups()
-    key = session.get(ApiKey, key_id)
+    key = session.scalar(  # the key and its account in one statement
+        select(ApiKey).options(joinedload(ApiKey.account)).where(ApiKey.key_id == key_id)
+    )
     # Compare even when the key is unknown, so timing does not reveal which ids exist.
     stored = key.secret_sha256 if key is not None else "0" * 64
     correct = hmac.compare_digest(stored, _digest(secret))
@@ -114,7 +116,9 @@ def revoke_api_key(session: Session, key_id: str, *, account: Account | None = N
         NotFound: no such key (for that account).
         Conflict: the key is already revoked.
     """
-    key = session.get(ApiKey, key_id)
+    key = session.scalar(  # the key and its account in one statement
+        select(ApiKey).options(joinedload(ApiKey.account)).where(ApiKey.key_id == key_id)
+    )
     if key is None or (account is not None and key.account_id != account.id):
         raise NotFound(f"no API key with id {key_id!r}; list keys with: viz keys list")
     if key.revoked_at is not None:

@@ -5,6 +5,7 @@ Amounts are integer micro-units (1 unit = 1,000,000 micro-units), like adapter p
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ from viz.errors import InvalidInput
 from viz.ledger import (
     AdapterUse,
     Usage,
+    anchor_ledger,
     balances,
     expire_overdue,
     history,
@@ -278,3 +280,27 @@ def verify(context: typer.Context) -> None:
         f"{report.usage_events:,} usage events, {report.batches:,} log batches; "
         f"debits = credits = {report.total_posted:,}; chain {report.chain[:16]}..."
     )
+    if report.unanchored:
+        typer.echo(
+            f"{report.unanchored:,} recent transfer(s) await their anchor in the public log "
+            "(a running gateway anchors them within seconds; or: viz ledger anchor)"
+        )
+
+
+@app.command("anchor")
+def anchor(context: typer.Context) -> None:
+    """Anchor the transfers written since the last anchor in the public log now (a gateway does
+    this every VIZ_LEDGER_ANCHOR_INTERVAL_S; run it after a crash left some unanchored).
+
+    Example: viz ledger anchor
+    """
+    with session(context) as database:
+        entry = anchor_ledger(database)
+        done = json.loads(entry.data) if entry is not None else None
+    if done is None:
+        typer.echo("every transfer is anchored already")
+    else:
+        typer.echo(
+            f"anchored transfers {done['first_seq']:,}..{done['last_seq']:,} in log entry "
+            f"{entry.index if entry else ''} (chain {done['chain'][:16]}...)"
+        )

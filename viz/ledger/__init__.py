@@ -24,6 +24,7 @@ from viz.ledger.accounts import (
     creator_code,
     set_credit_limit,
 )
+from viz.ledger.anchors import anchor_ledger
 from viz.ledger.book import Book
 from viz.ledger.escrow import Release, release_escrow
 from viz.ledger.payouts import (
@@ -70,6 +71,7 @@ __all__ = [
     "Statement",
     "Transfer",
     "Usage",
+    "anchor_ledger",
     "balances",
     "consumer_code",
     "creator_code",

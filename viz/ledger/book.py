@@ -4,7 +4,8 @@ Opening a `Book` takes the ledger's write lock; `apply` checks a linked group of
 (`viz.ledger.transfers` for the rules) against the account sums and pending transfers it holds
 in memory and stages them all or none; `finish` writes what was staged in a few bulk statements
 (`viz.ledger.book_rows`), extends the hash chain (`viz.ledger.chain`) and anchors the batch in
-the public log. The caller's transaction commits it (or rolls everything back).
+the public log (`viz.ledger.anchors`; `anchor=False` leaves that to the gateway's keeper). The
+caller's transaction commits it (or rolls everything back).
 
     with session_scope(engine) as session:
         book = Book(session)
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput, NotFound, PaymentRequired
 from viz.ledger.accounts import UNLIMITED
+from viz.ledger.anchors import anchor_span
 from viz.ledger.book_rows import (
     Loaded,
     LoadedAccount,
@@ -42,7 +44,6 @@ from viz.ledger.transfers import (
     now_us,
     replay,
 )
-from viz.log.store import append_entry
 from viz.store.database import write_lock
 
 __all__ = ["Book"]
@@ -67,9 +68,9 @@ class _Group:
 class Book:
     """One ledger write transaction (see the module docstring)."""
 
-    def __init__(self, session: Session, *, now: int | None = None) -> None:
+    def __init__(self, session: Session, *, now: int | None = None, anchor: bool = True) -> None:
         write_lock(session, "ledger")
-        self.session = session
+        self.session, self.anchor = session, anchor
         self.now_us = now_us() if now is None else now
         last_seq, self.chain_before = chain_head(session)
         self.first_seq = last_seq + 1
@@ -305,7 +306,8 @@ class Book:
     # --- writing ----------------------------------------------------------------------------
 
     def finish(self, *, usage_events: int = 0) -> str:
-        """Write the staged transfers, account sums and open pendings; log the batch.
+        """Write the staged transfers, account sums and open pendings; anchor them in the log
+        (with any span deferred before them) unless the book defers anchoring.
 
         Returns the chain hash after the batch.
         """
@@ -328,18 +330,14 @@ class Book:
             ],
             sums=[self._sums(code) for code in sorted(self._changed)],
         )
-        append_entry(
-            self.session,
-            "ledger.batch",
-            {
+        if self.anchor:
+            known = {
                 "first_seq": self.first_seq,
-                "last_seq": self.staged[-1].seq,
                 "transfers": len(self.staged),
                 "usage_events": usage_events,
                 "amount": sum(p.amount for p in self.staged if p.phase in ("single", "post")),
-                "chain": chain,
-            },
-        )
+            }
+            anchor_span(self.session, self.staged[-1].seq, chain, known=known)
         self.chain_before, self.first_seq = chain, self.staged[-1].seq + 1
         self.staged, self._changed = [], set()
         return chain

@@ -132,14 +132,16 @@ class _VersionPrice:
 class Catalogue:
     """What pricing needs, loaded once per batch."""
 
-    consumers: set[str]
+    consumers: dict[str, int]  # name -> account id
     versions: dict[tuple[str, str], _VersionPrice]
     documents: dict[int, tuple[str, int]]  # -> owner name, price per citation
 
     @classmethod
     def load(cls, session: Session, usages: Sequence[Usage]) -> Catalogue:
         names = sorted({u.consumer for u in usages})
-        consumers = set(session.scalars(select(Account.name).where(Account.name.in_(names))))
+        consumers = dict(
+            session.execute(select(Account.name, Account.id).where(Account.name.in_(names))).all()
+        )
         wanted = {(use.adapter, use.version) for u in usages for use in u.composition}
         versions = {}
         adapter_names = sorted({name for name, _ in wanted})

@@ -40,6 +40,7 @@ def reserve(
     *,
     timeout_s: int = 600,
     now_us: int | None = None,
+    anchor: bool = True,
 ) -> Posted:
     """Hold `amount` of `consumer`'s funds for request `request_id` until it settles.
 
@@ -47,7 +48,7 @@ def reserve(
         PaymentRequired: the balance (plus credit limit) cannot cover `amount`.
     """
     check_request_id(request_id)
-    book = Book(session, now=now_us)
+    book = Book(session, now=now_us, anchor=anchor)
     if session.scalar(select(UsageEvent.id).where(UsageEvent.request_id == request_id)):
         raise Conflict(f"request {request_id!r} was already settled; a new request needs a new id")
     book.expire_overdue()
@@ -90,14 +91,14 @@ def reservation_state(session: Session, request_id: str) -> str | None:
     return RESOLVED_AS.get(str(phase), "expired")
 
 
-def void_reservation(session: Session, request_id: str) -> Posted:
+def void_reservation(session: Session, request_id: str, *, anchor: bool = True) -> Posted:
     """Release a request's reservation (it failed before any token was charged).
 
     Raises:
         NotFound: no reservation for `request_id`.
         Conflict: it was already settled, voided or expired.
     """
-    book = Book(session)
+    book = Book(session, anchor=anchor)
     (posted,) = book.apply(
         [
             Transfer(

@@ -20,6 +20,7 @@ settlement; other fields are refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -51,7 +52,12 @@ class BatchOutcome:
 
 
 def settle(
-    session: Session, usage: Usage, *, fee_bps: int, now_us: int | None = None
+    session: Session,
+    usage: Usage,
+    *,
+    fee_bps: int,
+    now_us: int | None = None,
+    anchor: bool = True,
 ) -> Settlement:
     """Settle one usage event (see the module docstring).
 
@@ -60,17 +66,23 @@ def settle(
         PaymentRequired: the consumer cannot pay and there is no reservation.
         Conflict: the request id was settled with other fields, or its reservation is gone.
     """
-    outcome = settle_batch(session, [usage], fee_bps=fee_bps, now_us=now_us)
+    outcome = settle_batch(session, [usage], fee_bps=fee_bps, now_us=now_us, anchor=anchor)
     if outcome.refused:
         raise outcome.refused[usage.request_id]
     return outcome.settled[0]
 
 
 def settle_batch(
-    session: Session, usages: Sequence[Usage], *, fee_bps: int, now_us: int | None = None
+    session: Session,
+    usages: Sequence[Usage],
+    *,
+    fee_bps: int,
+    now_us: int | None = None,
+    anchor: bool = True,
 ) -> BatchOutcome:
     """Settle many usage events in one transaction; each is its own linked group, so one
-    refused event (reported in `refused`) leaves the others settled."""
+    refused event (reported in `refused`) leaves the others settled. `anchor=False` leaves
+    anchoring the batch in the public log to the next anchor (`viz.ledger.anchors`)."""
     if not 0 <= fee_bps <= BPS:
         raise InvalidInput(f"platform fee {fee_bps} must be 0..{BPS} basis points")
     if len(usages) > BATCH_MAX:
@@ -83,10 +95,22 @@ def settle_batch(
             valid.append(usage)
         except VizError as error:
             outcome.refused[usage.request_id] = error
-    book = Book(session, now=now_us)
+    book = Book(session, now=now_us, anchor=anchor)
     previous = stored_events(session, [u.request_id for u in valid])
-    book.prefetch([f"reserve/{u.request_id}" for u in valid if u.request_id not in previous])
     catalogue = Catalogue.load(session, valid)
+    # Priced first, so every account the batch moves is read in one statement (a usage that
+    # cannot be priced is refused below, where it is priced again).
+    prices: dict[str, Priced] = {}
+    for usage in valid:
+        if usage.request_id not in previous:
+            with suppress(VizError):
+                prices[usage.request_id] = price(usage, catalogue, fee_bps)
+    book.open_accounts(
+        {CLEARING}
+        | {consumer_code(usage.consumer) for usage in valid if usage.request_id in prices}
+        | {line.account for priced in prices.values() for line in priced.lines}
+    )
+    book.prefetch([f"reserve/{u.request_id}" for u in valid if u.request_id not in previous])
     fresh: list[tuple[Usage, str, Settlement]] = []
     seen: dict[str, tuple[str, Settlement]] = {}
     for usage in valid:
@@ -96,9 +120,7 @@ def settle_batch(
             if earlier is not None:
                 outcome.settled.append(replay_settlement(usage, canonical, *earlier))
                 continue
-            priced = price(usage, catalogue, fee_bps)
-            codes = {consumer_code(usage.consumer), CLEARING} | {ln.account for ln in priced.lines}
-            book.open_accounts(codes)
+            priced = prices.get(usage.request_id) or price(usage, catalogue, fee_bps)
             reserved = _settle_one(book, usage, priced)
         except VizError as error:
             outcome.refused[usage.request_id] = error
@@ -108,7 +130,7 @@ def settle_batch(
         fresh.append((usage, canonical, settlement))
         outcome.settled.append(settlement)
     if fresh:
-        record_events(session, fresh, book.now_us)
+        record_events(session, fresh, book.now_us, catalogue.consumers)
     book.finish(usage_events=len(fresh))
     return outcome
 

@@ -37,16 +37,21 @@ def stored_events(session: Session, request_ids: list[str]) -> dict[str, tuple[s
 
 
 def record_events(
-    session: Session, fresh: list[tuple[Usage, str, Settlement]], now_us: int
+    session: Session,
+    fresh: list[tuple[Usage, str, Settlement]],
+    now_us: int,
+    consumer_ids: dict[str, int] | None = None,
 ) -> None:
-    """Store one usage event per (usage, canonical usage, settlement) settled at `now_us`."""
-    consumer_ids = dict(
-        session.execute(
-            select(Account.name, Account.id).where(
-                Account.name.in_(sorted({u.consumer for u, _, _ in fresh}))
-            )
-        ).all()
-    )
+    """Store one usage event per (usage, canonical usage, settlement) settled at `now_us`
+    (`consumer_ids`: the consumers' account ids, when the caller has read them already)."""
+    if consumer_ids is None:
+        consumer_ids = dict(
+            session.execute(
+                select(Account.name, Account.id).where(
+                    Account.name.in_(sorted({u.consumer for u, _, _ in fresh}))
+                )
+            ).all()
+        )
     rows = [
         {
             "request_id": usage.request_id,

@@ -14,8 +14,9 @@ Checks, each an explicit comparison (never `assert`: `python -O` would drop it):
 7. each usage event was paid by its own consumer, and its charge and settlement lines equal
    the chained transfers that moved it (so the events are bound to the chain);
 8. the `ledger.batch` entries of the public log cover transfers 1..N in order, and each
-   names the chain hash at its last transfer; each account's kind matches its code and its
-   credit limit is the last one logged.
+   names the chain hash at its last transfer (a tail of transfers not anchored yet is reported,
+   and is a problem once its oldest is ANCHOR_GRACE_S old: see `viz.ledger.anchors`); each
+   account's kind matches its code and its credit limit is the last one logged.
 
 It holds the ledger's write lock while it reads, so it sees one consistent state (writers wait:
 about 3 s per 100,000 transfers). What it cannot see alone: the transfers, the chain and the log
@@ -33,8 +34,10 @@ from sqlalchemy.orm import Session
 
 from viz.errors import LedgerCorrupt
 from viz.ledger.accounts import CLEARING, KINDS, UNLIMITED, consumer_code
+from viz.ledger.anchors import ANCHOR_GRACE_S
 from viz.ledger.book_rows import posted_from_row
 from viz.ledger.chain import GENESIS, canonical_line, chain_next
+from viz.ledger.transfers import now_us as current_us
 from viz.log.hashing import leaf_hash
 from viz.store.database import write_lock
 from viz.store.schema import (
@@ -59,11 +62,15 @@ class Report:
     batches: int = 0
     chain: str = GENESIS
     total_posted: int = 0
+    unanchored: int = 0  # transfers after the last ledger.batch entry (anchored within seconds)
     problems: list[str] = field(default_factory=list)
 
 
-def verify_ledger(session: Session, *, raise_on_problem: bool = True) -> Report:
-    """Check every invariant (see the module docstring).
+def verify_ledger(
+    session: Session, *, raise_on_problem: bool = True, now_us: int | None = None
+) -> Report:
+    """Check every invariant (see the module docstring); `now_us` is when an unanchored tail
+    is judged (default: now).
 
     Raises:
         LedgerCorrupt: any check failed; the message lists the first problems.
@@ -120,7 +127,9 @@ def verify_ledger(session: Session, *, raise_on_problem: bool = True) -> Report:
     _check_accounts(accounts, sums, problems)
     _check_open_pendings(session, pendings, resolved, problems)
     report.usage_events = _check_usage(session, charged, charged_from, split_lines, problems)
-    report.batches = _check_log(session, chain_at, report.transfers, problems)
+    report.batches, report.unanchored = _check_log(
+        session, chain_at, report.transfers, problems, now_us
+    )
     _check_account_settings(session, accounts, problems)
     if problems and raise_on_problem:
         shown = "\n  ".join(problems[:PROBLEMS_SHOWN])
@@ -279,8 +288,13 @@ def _check_account_settings(
 
 
 def _check_log(
-    session: Session, chain_at: dict[int, str], transfers: int, problems: list[str]
-) -> int:
+    session: Session,
+    chain_at: dict[int, str],
+    transfers: int,
+    problems: list[str],
+    now_us: int | None,
+) -> tuple[int, int]:
+    """The ledger.batch entries checked; returns (entries, transfers not anchored yet)."""
     covered = 0
     batches = 0
     entries = session.execute(
@@ -305,8 +319,19 @@ def _check_log(
                 f"but the transfers hash to {chain_at.get(last)}"
             )
         covered = last if isinstance(last, int) else covered
-    if covered != transfers:
+    if covered > transfers:
         problems.append(
             f"the public log anchors transfers 1..{covered} but the ledger holds {transfers}"
         )
-    return batches
+    elif covered < transfers:
+        oldest = session.scalar(
+            select(LedgerTransfer.timestamp_us).where(LedgerTransfer.seq == covered + 1)
+        )
+        age_s = ((current_us() if now_us is None else now_us) - (oldest or 0)) / 1e6
+        if age_s > ANCHOR_GRACE_S:
+            problems.append(
+                f"the public log anchors transfers 1..{covered} but the ledger holds "
+                f"{transfers}; the first unanchored one is {age_s:.0f} s old (a gateway "
+                "anchors every few seconds; after a crash run: viz ledger anchor)"
+            )
+    return batches, transfers - covered

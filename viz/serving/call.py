@@ -71,6 +71,7 @@ class Call:
     settled: bool = False
     started: float = field(default_factory=time.monotonic)
     progressed: float = field(default_factory=time.monotonic)  # last recorded stream progress
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (Server-Timing)
 
     def usage(self, completion_tokens: int, *, most: bool = False) -> Usage:
         """The usage to settle; `most` prices every source as cited (for the reservation)."""
@@ -109,6 +110,7 @@ class Call:
                 self.account.name,
                 most,
                 timeout_s=settings.reservation_timeout_s,
+                anchor=False,  # the keeper anchors (viz.ledger.anchors)
             )
         except PaymentRequired as error:
             raise PaymentRequired(
@@ -162,18 +164,20 @@ class Call:
         if self.settled:
             return tokens
         self.settled = True
-        server = self.server
+        server, began = self.server, time.perf_counter()
         try:
             with session_scope(server.database) as session:
                 if failed and tokens == 0 and self.reserved:
-                    void_reservation(session, self.request_id)
+                    void_reservation(session, self.request_id, anchor=False)
                 elif self.reserved or tokens or not failed:
-                    settle(session, self.usage(tokens), fee_bps=server.settings.platform_fee_bps)
+                    fee_bps = server.settings.platform_fee_bps
+                    settle(session, self.usage(tokens), fee_bps=fee_bps, anchor=False)
                 self._release(session, None if failed else answer)
         except VizError:
             with session_scope(server.database) as session:  # never leave the key running
                 self._release(session, None)
             raise
+        self.timings["settle"] = time.perf_counter() - began
         self._record("error" if failed else "ok", tokens)
         return tokens
 
@@ -226,16 +230,17 @@ def begin(
     """Authenticate, count and claim the Idempotency-Key, resolve; retrieve sources (viz.rag);
     load, tokenise and hot-load outside any transaction; reserve in a short one; then queue.
     A dict is the replay of an earlier answer with the same Idempotency-Key."""
-    settings = server.settings
+    settings, began = server.settings, time.perf_counter()
+    timings: dict[str, float] = {}
     use = tool_use(body) if isinstance(body, ChatBody) else None
     options = sampling(
         body, max_tokens_limit=settings.generate_tokens_max, schema=_schema(body, use)
     )
-    with session_scope(server.database) as session:  # counted even if the request fails
-        account_id = caller(session, authorization).id
-        count_request(server, session, account_id, request)
     with session_scope(server.database) as session:
-        account = session.get_one(Account, account_id)
+        account = caller(session, authorization)
+        count_request(server, session, account.id, request)
+        session.commit()  # counted even if the request fails
+        timings["auth"] = time.perf_counter() - began
         request_id = request.state.request_id
         if idempotency_key is not None:
             found = claim(
@@ -253,9 +258,11 @@ def begin(
         resolved, route = _resolve(server, session, body, account, messages, prompt, options)
         session.flush()
         session.expunge(account)
+    timings["resolve"] = time.perf_counter() - began - timings["auth"]
     prepared: Call | Unanswerable | None = None
     try:
         call = Call(server, account, request_id, resolved, [], options, body.n, tools=use)
+        call.timings = timings
         call.idempotent, call.route = idempotency_key is not None, route
         if isinstance(body, TextBody) and body.echo:
             call.echo = body.prompt
@@ -276,7 +283,7 @@ def _prepare(
     """`call` grounded, tokenised and hot-loaded (outside any transaction), reserved and queued;
     or the "cannot find" answer when retrieval found nothing relevant."""
     server, resolved, route = call.server, call.resolved, call.route
-    settings = server.settings
+    settings, prepared = server.settings, time.perf_counter()
     if server.kind == "vllm" and resolved.precision == "nf4" and resolved.uses and not route:
         raise InvalidInput(
             f"{' + '.join(use.label for use in resolved.uses)} was trained on an NF4 base "
@@ -310,8 +317,11 @@ def _prepare(
         call.token_texts = TokenTexts(tokenizer)
     composition = server.compose(resolved, engine)
     call.prompt_ids, call.grounding = ids, grounding
+    began = time.perf_counter()
+    call.timings["prepare"] = began - prepared  # retrieval, tokenising, hot-loading adapters
     with session_scope(server.database) as session:
         call.reserve(session)
+    call.timings["reserve"] = time.perf_counter() - began
     call.start(engine, composition)
     return call
 

@@ -29,7 +29,14 @@ from sqlalchemy.orm import Session
 
 from viz.config import Settings
 from viz.errors import VizError
-from viz.ledger import AdapterUse, Usage, reservation_state, settle, void_reservation
+from viz.ledger import (
+    AdapterUse,
+    Usage,
+    anchor_ledger,
+    reservation_state,
+    settle,
+    void_reservation,
+)
 from viz.store.database import session_scope
 from viz.store.gateway import IdempotencyKey, RequestInFlight, ServeLease
 from viz.store.windows import purge_windows
@@ -171,7 +178,9 @@ def _usage(data: dict[str, Any], tokens_out: int) -> Usage:
 
 class Keeper:
     """This process's lease, renewed by a daemon thread that also recovers other processes'
-    lapsed leases and, every minute, trims old Idempotency-Key answers and rate windows."""
+    lapsed leases, anchors the ledger's new transfers in the public log every
+    VIZ_LEDGER_ANCHOR_INTERVAL_S (this process's requests defer it) and, every minute, trims
+    old Idempotency-Key answers and rate windows."""
 
     def __init__(self, database: Engine, settings: Settings, *, janitor: Any = None) -> None:
         self.database, self.settings = database, settings
@@ -214,12 +223,21 @@ class Keeper:
                 self.recovered[done] = self.recovered.get(done, 0) + count
             log.info(json.dumps({"lease": lease_id, "event": "recovered", **counts}))
 
+    def anchor(self) -> None:
+        """Anchor the transfers written since the last anchor (any replica's)."""
+        with session_scope(self.database) as session:
+            anchor_ledger(session)
+
     def _run(self) -> None:
-        janitor_at = 0.0
-        while not self._stop.wait(self.settings.lease_ttl_s / 3):
+        janitor_at = renew_at = 0.0
+        tick = min(self.settings.ledger_anchor_interval_s, self.settings.lease_ttl_s / 3)
+        while not self._stop.wait(tick):
             try:
-                self.renew()
-                self.recover_lapsed()
+                self.anchor()
+                if time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + self.settings.lease_ttl_s / 3
+                    self.renew()
+                    self.recover_lapsed()
                 if self.janitor is not None and time.monotonic() > janitor_at:
                     janitor_at = time.monotonic() + JANITOR_EVERY_S
                     with session_scope(self.database) as session:
@@ -234,5 +252,6 @@ class Keeper:
         self._thread.join(timeout=5)
         try:
             recover(self.database, self.lease_id, fee_bps=self.settings.platform_fee_bps)
+            self.anchor()  # a clean stop leaves nothing unanchored
         except Exception as error:  # noqa: BLE001 - the next replica's keeper will do it
             log.warning(json.dumps({"lease": self.lease_id, "close_error": str(error)}))
