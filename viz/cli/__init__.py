@@ -30,6 +30,7 @@ from viz.cli import (
 )
 from viz.cli._context import CliState
 from viz.cli.generate import generate
+from viz.cli.reader import train_reader_command
 from viz.cli.serve import serve
 from viz.config import Settings
 from viz.errors import InvalidInput, VizError
@@ -90,6 +91,7 @@ app.add_typer(account.app, name="account")
 app.add_typer(keys.app, name="keys")
 app.add_typer(documents.app, name="documents")
 app.add_typer(models.app, name="models")
+adapters.app.command("train-reader")(train_reader_command)
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(market.app, name="market")
 app.add_typer(ledger.app, name="ledger")

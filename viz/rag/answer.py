@@ -45,6 +45,7 @@ __all__ = [
     "Source",
     "cite",
     "grounded_messages",
+    "numbered_messages",
     "retrieve",
 ]
 
@@ -191,9 +192,12 @@ def retrieve(
 
 def grounded_messages(question: str, sources: list[Source]) -> list[dict[str, str]]:
     """The chat messages for a grounded answer: instructions, then numbered sources."""
-    blocks = [
-        f"[{s.number}] {s.title}\n{s.hit.chunk.text[:SOURCE_CHARS_MAX].strip()}" for s in sources
-    ]
+    return numbered_messages(question, [(s.number, s.title, s.hit.chunk.text) for s in sources])
+
+
+def numbered_messages(question: str, sources: list[tuple[int, str, str]]) -> list[dict[str, str]]:
+    """The same from (number, title, text) triples (what the reader adapter trains on)."""
+    blocks = [f"[{n}] {title}\n{text[:SOURCE_CHARS_MAX].strip()}" for n, title, text in sources]
     content = "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question.strip()}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
 
