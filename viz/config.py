@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     """A `viz serve` process renews its lease every third of this; when it lapses (the process
     died), any replica settles or voids the requests it was serving."""
 
+    rag_reader: str = Field(default="reader", max_length=64)
+    """The grounded reader adapter (`viz adapters train-reader`) a `viz.rag` request composes
+    after its model by default, when the catalogue serves it for the request's base ("" : none);
+    a request chooses another, or "none", with `viz.rag.reader`."""
+
     ledger_anchor_interval_s: float = Field(default=2.0, gt=0, le=60)
     """How often a `viz serve` process anchors the ledger's new transfers in the public log
     (its requests' ledger writes defer it: `viz.ledger.anchors`)."""

@@ -14,6 +14,7 @@ from viz.cli._context import state
 from viz.errors import InvalidInput
 from viz.eval.rag import GridSettings, run_rag_eval
 from viz.eval.routing import build_hierarchy, english_texts, evaluate_routing, plan_hierarchy
+from viz.training.reader import reader_folder, with_reader
 
 app = typer.Typer(
     help="Experiments: score pipelines on question sets and write reports.\n\n"
@@ -41,12 +42,20 @@ def rag(
     reranker: str = typer.Option("default", help="Trained reranker name, folder, or 'llm'"),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model id"),
     max_tokens: int = typer.Option(64, help="Most tokens per answer"),
+    reader: str | None = typer.Option(
+        None,
+        help="A reader adapter merged into the base: its name in VIZ_HOME/adapters or a folder",
+    ),
 ) -> None:
     """Run the seed-003 grid — vanilla, RAG (chunk size x top-k) and retrieve-and-rerank
     (chunk size x candidates x top-k) — and write report.md, report.html, PNG plots,
     results.json and results.csv. Answers are saved as they come: rerun to resume.
 
     Example: viz eval rag --sample 20 --out bench/results/rag-grid
+
+    The grounded reader against the base on the best cells:
+
+    Example: viz eval rag --sample 100 --chunk-sizes 1600 --top-k 7 --candidates 50 --reader reader
     """
     settings = state(context).settings
     grid = GridSettings(
@@ -61,6 +70,8 @@ def rag(
         raise InvalidInput(f"{data} has no questions.json; pass --data with a QASPER-format folder")
     llm = load_base(model, settings=settings)
     scorer = load_reranker_cached(reranker, settings, llm)
+    if reader is not None:  # after the reranker: an llm reranker scores with the plain base
+        llm = with_reader(llm, reader_folder(settings.adapters_dir, reader))
     folder = out or settings.home / "eval" / "rag"
     with tqdm(desc="eval rag", unit=" answers") as bar:
 

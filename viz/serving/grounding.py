@@ -49,6 +49,9 @@ class RagOptions(Schema):
     mode: str = "hybrid"
     reranker: str = "default"
     min_relevance: float = Field(default=0.02, ge=0, lt=1)
+    # The grounded reader adapter composed after the model: "default" (VIZ_RAG_READER, when it
+    # is published for the request's base), "none", or an adapter's name.
+    reader: str = Field(default="default", max_length=64)
 
 
 @dataclass

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from viz.errors import Forbidden, InvalidInput, NotFound
+from viz.errors import Forbidden, InvalidInput, NotFound, VizError
 from viz.ledger import AdapterUse
 from viz.market.hierarchy import ancestors, manifest_precision, newest_approved, visible_to
 from viz.serving.adapter_ref import ModelRef, Term
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
 
-__all__ = ["Resolved", "Use", "resolve"]
+__all__ = ["Resolved", "Use", "resolve", "with_reader"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,45 @@ def resolve(
             "compose adapters trained on the same precision"
         )
     return Resolved(bases.pop(), precisions.pop(), tuple(uses))
+
+
+def with_reader(
+    session: Session,
+    ref: ModelRef,
+    resolved: Resolved,
+    name: str,
+    caller: Account,
+    *,
+    parents: bool,
+    required: str,
+) -> Resolved:
+    """`resolved` with the grounded reader adapter `name` composed last (a `viz.rag` request):
+    with `required` "default" only when the catalogue serves it for the same base and precision
+    (else `resolved` as it was); "none" (or no name): never; otherwise always, or an error. It
+    is metered and paid like any adapter.
+
+    Raises:
+        NotFound, Forbidden, InvalidInput: a named reader that cannot be served here.
+    """
+    if required == "none" or not name or any(use.name == name for use in resolved.uses):
+        return resolved
+    terms = ref.terms if resolved.uses else ()
+    try:
+        read = resolve(
+            session, ModelRef(f"{ref.text}+{name}", (*terms, Term(name))), caller, parents=parents
+        )
+    except VizError:
+        if required == "default":
+            return resolved  # no reader published for this base: the base reads
+        raise
+    if (read.base_id, read.precision) != (resolved.base_id, resolved.precision):
+        if required == "default":
+            return resolved
+        raise InvalidInput(
+            f"reader {name!r} adapts {read.base_id} ({read.precision}), not "
+            f"{resolved.base_id} ({resolved.precision}); name a reader for this base, or 'none'"
+        )
+    return read
 
 
 def _adapter(session: Session, name: str) -> Adapter:

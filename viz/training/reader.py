@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from viz.datasets.qasper import Question, load_questions, paper_text
-from viz.errors import InvalidInput
+from viz.errors import InvalidInput, NotFound
 from viz.models.loading import quiet_transformers
 from viz.models.precision import native_bf16
 from viz.rag.answer import CANNOT_FIND, numbered_messages
@@ -39,6 +39,7 @@ __all__ = [
     "ReaderConfig",
     "ReaderExample",
     "reader_examples",
+    "reader_folder",
     "tokenize",
     "train_reader",
     "with_reader",
@@ -294,6 +295,21 @@ def _pad_left(batch: list[tuple[list, list]], pad_id: int) -> tuple[Any, Any, An
         labels[row, width - len(targets) :] = torch.tensor(targets)
         mask[row, width - len(tokens) :] = 1
     return ids, labels, mask
+
+
+def reader_folder(adapters_dir: Path, reader: str) -> Path:
+    """The reader adapter named `reader` in `adapters_dir`, or the folder `reader`.
+
+    Raises:
+        NotFound: neither holds adapter_model.safetensors.
+    """
+    for folder in (adapters_dir / reader, Path(reader)):
+        if (folder / "adapter_model.safetensors").is_file():
+            return folder
+    raise NotFound(
+        f"no reader adapter {reader!r} (neither {adapters_dir / reader} nor a folder of that "
+        "name holds adapter_model.safetensors); train one with: viz adapters train-reader"
+    )
 
 
 def with_reader(loaded: Any, folder: Path) -> Any:
