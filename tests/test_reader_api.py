@@ -14,10 +14,12 @@ from sqlalchemy import select
 
 from viz.accounts import create_api_key, get_account
 from viz.config import Settings
+from viz.errors import NotFound
 from viz.ledger import balances, topup
 from viz.rag.ingest import Selection, index_catalogue
 from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent
+from viz.training.reader import find_reader
 from worlds.catalogue import add_papers
 from worlds.ledger import build_market
 from worlds.serving import make_adapter, register, run_server
@@ -50,7 +52,8 @@ def world(tmp_path_factory, models_dir, embedder, smollm2_folder) -> Iterator[tu
         topup(session, "bob", 10_000_000, transfer_id="bob-funds")
         key = create_api_key(session, get_account(session, "bob")).token
     with run_server(create_app(settings, database)) as url:
-        yield openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0), database
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        yield client, database, settings, reader
     database.dispose()
 
 
@@ -73,7 +76,7 @@ def composition(database, request_id: str) -> list[str]:  # type: ignore[no-unty
 
 
 def test_a_rag_request_reads_with_the_catalogues_reader_and_pays_its_creator(world) -> None:
-    client, database = world
+    client, database, _, _ = world
     response = ask(client, {"collection": "papers", "top_k": 2, "candidates": 0})
     assert response.model.startswith("reader@"), response.model
     assert composition(database, response.id) == ["reader"]
@@ -83,7 +86,7 @@ def test_a_rag_request_reads_with_the_catalogues_reader_and_pays_its_creator(wor
 
 
 def test_none_leaves_the_reader_out_and_a_plain_request_never_gets_it(world) -> None:
-    client, database = world
+    client, database, _, _ = world
     response = ask(client, {"collection": "papers", "top_k": 2, "candidates": 0, "reader": "none"})
     assert response.model == "smollm2-135m-instruct"
     assert composition(database, response.id) == []
@@ -92,9 +95,23 @@ def test_none_leaves_the_reader_out_and_a_plain_request_never_gets_it(world) -> 
 
 
 def test_a_named_reader_that_is_not_in_the_catalogue_is_a_404(world) -> None:
-    client, _ = world
+    client, _, _, _ = world
     with pytest.raises(openai.NotFoundError, match="no-such-reader"):
         ask(
             client,
             {"collection": "papers", "top_k": 2, "candidates": 0, "reader": "no-such-reader"},
         )
+
+
+def test_viz_ask_merges_the_published_reader_of_its_base(world) -> None:
+    _, database, settings, reader = world
+    base = "smollm2-135m-instruct"
+    with session_scope(database) as session:
+        folder = find_reader(session, settings, base, "default")
+        assert find_reader(session, settings, base, "none") is None
+        assert find_reader(session, settings, "another-base", "default") is None
+        with pytest.raises(NotFound, match="no-such-reader"):
+            find_reader(session, settings, base, "no-such-reader")
+    assert folder is not None  # written once from the catalogue's blobs
+    published = (folder / "adapter_model.safetensors").read_bytes()
+    assert published == (reader / "adapter_model.safetensors").read_bytes()

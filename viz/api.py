@@ -14,6 +14,7 @@ those of `viz.rag.cache`, the recommender that of `viz.routing.route`, re-export
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from viz.config import Settings
 from viz.models.generate import GenerationSettings, TokenStream, generate_text
@@ -24,7 +25,8 @@ from viz.rag.collection import collection_folder, open_collection
 from viz.rag.rerank import DEFAULT_RERANKER, reranker_folder
 from viz.rag.search import check_query
 from viz.routing.route import recommend_route
-from viz.store.database import open_database
+from viz.store.database import open_database, session_scope
+from viz.training.reader import find_reader, with_reader
 
 __all__ = [
     "ask",
@@ -96,9 +98,14 @@ def ask(
     model: str | None = None,
     max_tokens: int = 128,
     precision: str = "fp32",
+    reader: str = "default",
     settings: Settings | None = None,
 ) -> Answer:
     """Answer `question` from collection `collection` with numbered, cited sources.
+
+    `reader` is the grounded reader adapter merged into the base: "default" (VIZ_RAG_READER,
+    when the catalogue publishes it for this base, else the adapter of that name trained in
+    VIZ_HOME/adapters, else none), "none", or an adapter's name or folder.
 
     `candidates` = 0 skips reranking (the first stage's top `top_k` are the sources).
 
@@ -126,8 +133,12 @@ def ask(
             retrieval = retrieve_from_catalogue(
                 index, question, options, engine, settings, reranker=reranker, llm=loaded
             )
+            with session_scope(engine) as session:
+                folder = find_reader(session, settings, loaded.model_id, reader)
         finally:
             engine.dispose()
+        if folder is not None:
+            loaded = _merged_reader(loaded, folder)
         answer = answer_question(
             loaded.model,
             loaded.tokenizer,
@@ -139,3 +150,15 @@ def ask(
         return replace(answer, note=note)
     finally:
         index.close()
+
+
+_MERGED: dict[tuple[str, str, str], LoadedModel] = {}
+
+
+def _merged_reader(loaded: LoadedModel, folder: Path) -> LoadedModel:
+    """The base with the reader merged, kept for the next question (one per reader)."""
+    key = (loaded.model_id, loaded.precision, str(folder.resolve()))
+    if key not in _MERGED:
+        _MERGED.clear()  # one merged copy at a time: each is a whole model
+        _MERGED[key] = with_reader(loaded, folder)
+    return _MERGED[key]
