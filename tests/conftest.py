@@ -171,7 +171,7 @@ def embedder():  # type: ignore[no-untyped-def]
 def tiny_reranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cross-encoder trained for a few steps on four QASPER-train papers (one MiniLM layer):
     real weights in the real format, not a good reranker."""
-    from viz.rag.rerank import TrainingSettings, train_cross_encoder
+    from viz.rag.rerank_train import TrainingSettings, train_cross_encoder
 
     data = qasper_subset(tmp_path_factory.mktemp("qasper-train"), "qasper-train", 4)
     out = tmp_path_factory.mktemp("rerankers") / "tiny"

@@ -216,6 +216,32 @@ def test_a_trained_reranker_is_a_standard_cross_encoder_folder(tiny_reranker) ->
     assert [h.chunk.id for h in best] == order and [h.rank for h in best] == [1, 2]
 
 
+def test_without_native_bf16_the_reranker_runs_int8_and_scores_as_fp32_does(
+    tiny_reranker, monkeypatch
+) -> None:
+    import torch
+
+    from viz.rag.rerank import load_cross_encoder
+
+    texts = ["We evaluate on SQuAD.", "The weather was nice.", "Results on SQuAD improve."]
+    exact = load_cross_encoder(tiny_reranker, precision="fp32")
+    monkeypatch.setenv("VIZ_CPU_NATIVE_BF16", "0")  # the AVX2-only CPU class
+    fast = load_cross_encoder(tiny_reranker)
+    assert fast.precision == "int8" and exact.precision == "fp32"
+    linears = [m for m in fast.model.modules() if isinstance(m, torch.nn.Linear)]
+    quantised = [m for m in fast.model.modules() if "quantized" in type(m).__module__]
+    assert quantised and not linears, "every linear layer runs in int8"
+    assert (tiny_reranker / "model.safetensors").is_file(), "the folder stays fp32 safetensors"
+    pairs = zip(
+        fast.score("Which dataset?", texts), exact.score("Which dataset?", texts), strict=True
+    )
+    assert all(abs(a - b) < 0.05 for a, b in pairs)
+    monkeypatch.setenv("VIZ_CPU_NATIVE_BF16", "1")
+    assert load_cross_encoder(tiny_reranker).precision == "bf16"
+    with pytest.raises(InvalidInput, match="precision 'fp8' must be one of"):
+        load_cross_encoder(tiny_reranker, precision="fp8")
+
+
 class ByLength:
     """A reranker that prefers longer texts: simple enough to check the fusion by hand."""
 
@@ -241,7 +267,7 @@ def test_reranking_fuses_the_first_stage_rank_with_the_rerankers() -> None:
 def test_training_is_reproducible_by_seed(tmp_path, tiny_reranker) -> None:
     from safetensors.torch import load_file
 
-    from viz.rag.rerank import TrainingSettings, train_cross_encoder
+    from viz.rag.rerank_train import TrainingSettings, train_cross_encoder
 
     data = qasper_subset(tmp_path / "data", "qasper-train", 4)
     settings = TrainingSettings(steps=3, layers=1, max_tokens=64, questions_per_step=2)

@@ -19,7 +19,8 @@ from viz.rag.collection import (
     open_collection,
 )
 from viz.rag.ingest import Selection, index_catalogue
-from viz.rag.rerank import TrainingSettings, reranker_folder, train_cross_encoder
+from viz.rag.rerank import reranker_folder
+from viz.rag.rerank_train import TrainingSettings, train_cross_encoder
 
 app = typer.Typer(
     help="Retrieval: index catalogued documents, search them, train the reranker.\n\n"
@@ -147,11 +148,12 @@ def train_reranker(
     name: str = typer.Option("minilm-qasper", help="Saved as VIZ_HOME/rerankers/NAME"),
     steps: int = typer.Option(500, help="Optimiser steps (16 pairs each)"),
     seed: int = typer.Option(0, help="Random seed: same seed and data, same reranker"),
-    layers: int = typer.Option(3, help="MiniLM layers kept (1-6): fewer is faster"),
-    max_tokens: int = typer.Option(256, help="Question + chunk tokens seen"),
+    layers: int = typer.Option(1, help="MiniLM layers kept (1-6): fewer is faster"),
+    max_tokens: int = typer.Option(128, help="Question + chunk tokens seen"),
 ) -> None:
     """Fine-tune a cross-encoder reranker from the shipped MiniLM on (question, gold chunk,
-    BM25 hard negatives) triples. About 5 minutes on 2 CPU cores with the defaults.
+    BM25 hard negatives) triples. About 2 minutes on 2 CPU cores with the defaults; it reranks
+    50 candidates in under 150 ms there (int8, or bf16 where the CPU has it).
 
     Example: viz rag train-reranker --data ../shared/data/qasper-train --steps 400 --seed 0
     """

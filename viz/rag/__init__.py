@@ -25,13 +25,12 @@ from viz.rag.rerank import (
     CrossEncoder,
     LLMScorer,
     Reranker,
-    TrainingSettings,
     load_cross_encoder,
     load_reranker,
     rerank,
     reranker_folder,
-    train_cross_encoder,
 )
+from viz.rag.rerank_train import TrainingSettings, train_cross_encoder
 from viz.rag.search import (
     MODES,
     Hit,
