@@ -187,6 +187,11 @@ def ask(
     mode: str = typer.Option("hybrid", help="First stage: lexical | dense | hybrid"),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model id"),
     max_tokens: int = typer.Option(128, help="Most tokens in the answer"),
+    reader: str = typer.Option(
+        "default",
+        help="Reader adapter merged into the base: default (the published VIZ_RAG_READER for "
+        "this base, if any), none, or an adapter's name or folder",
+    ),
 ) -> None:
     """Answer from a collection's documents, citing them as [n], then list the sources with
     their licence and attribution. Says so when the sources do not hold the answer.
@@ -202,6 +207,7 @@ def ask(
         reranker=reranker,
         model=model,
         max_tokens=max_tokens,
+        reader=reader,
         settings=state(context).settings,
     )
     typer.echo(answer.text)

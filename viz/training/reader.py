@@ -51,7 +51,7 @@ __all__ = [
     "with_reader",
 ]
 
-PARAGRAPH_CHARS = (200, 900)  # a source: paragraphs merged to the first, cut at the second
+PARAGRAPH_CHARS = (200, 700)  # a source: paragraphs merged to the first, cut at the second
 ANSWER_CHARS_MAX = 300
 MANIFEST_FILE = "viz-manifest.json"
 
@@ -71,7 +71,7 @@ class ReaderConfig:
     learning_rate: float = 5e-4
     rank: int = 16
     alpha: int = 32
-    prompt_tokens_max: int = 1024
+    prompt_tokens_max: int = 768
     seed: int = 0
 
     def check(self) -> None:
@@ -87,7 +87,7 @@ def reader_examples(
     limit: int | None = None,
     seed: int = 0,
     hide_share: float = 0.2,
-    sources: tuple[int, int] = (2, 5),
+    sources: tuple[int, int] = (2, 4),
 ) -> list[ReaderExample]:
     """Grounded-answer examples from the questions of a QASPER-format `folder` (see above)."""
     rng = random.Random(seed)
