@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, NotFound
@@ -128,6 +128,28 @@ class _VersionPrice:
     shares: tuple[tuple[str, int], ...] = ()  # (contributor, share_bps); the owner keeps the rest
 
 
+# Built once (pricing runs for every request: constructing a statement costs more than running
+# it); `names` expands to the list given.
+_CONSUMERS = select(Account.name, Account.id).where(
+    Account.name.in_(bindparam("names", expanding=True))
+)
+_VERSIONS = (
+    select(
+        AdapterVersion.id,
+        AdapterVersion.version,
+        AdapterVersion.status,
+        AdapterVersion.price_in_micro,
+        AdapterVersion.price_out_micro,
+        Adapter.name,
+        Account.name,
+        Adapter.base_id,
+    )
+    .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
+    .join(Account, Adapter.owner_id == Account.id)
+    .where(Adapter.name.in_(bindparam("names", expanding=True)))
+)
+
+
 @dataclass
 class Catalogue:
     """What pricing needs, loaded once per batch."""
@@ -139,28 +161,12 @@ class Catalogue:
     @classmethod
     def load(cls, session: Session, usages: Sequence[Usage]) -> Catalogue:
         names = sorted({u.consumer for u in usages})
-        consumers = dict(
-            session.execute(select(Account.name, Account.id).where(Account.name.in_(names))).all()
-        )
+        consumers = dict(session.execute(_CONSUMERS, {"names": names}).all())
         wanted = {(use.adapter, use.version) for u in usages for use in u.composition}
         versions = {}
         adapter_names = sorted({name for name, _ in wanted})
         if adapter_names:
-            rows = session.execute(
-                select(
-                    AdapterVersion.id,
-                    AdapterVersion.version,
-                    AdapterVersion.status,
-                    AdapterVersion.price_in_micro,
-                    AdapterVersion.price_out_micro,
-                    Adapter.name,
-                    Account.name,
-                    Adapter.base_id,
-                )
-                .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
-                .join(Account, Adapter.owner_id == Account.id)
-                .where(Adapter.name.in_(adapter_names))
-            )
+            rows = session.execute(_VERSIONS, {"names": adapter_names})
             for id_, version, status, price_in, price_out, name, owner, base in rows:
                 if (name, version) in wanted:
                     versions[(name, version)] = _VersionPrice(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from viz.errors import Conflict, InvalidInput
@@ -100,6 +100,16 @@ def version_shares(session: Session, version_id: int) -> list[tuple[str, int]]:
     return list(shares_by_version(session, [version_id]).get(version_id, ()))
 
 
+# Built once: constructing a statement costs more than running it (settling runs this for every
+# request); `ids` expands to the list given.
+_SHARES = (
+    select(VersionShare.adapter_version_id, Account.name, VersionShare.share_bps)
+    .join(Account, VersionShare.account_id == Account.id)
+    .where(VersionShare.adapter_version_id.in_(bindparam("ids", expanding=True)))
+    .order_by(VersionShare.adapter_version_id, VersionShare.share_bps.desc(), Account.name)
+)
+
+
 def shares_by_version(
     session: Session, version_ids: Sequence[int]
 ) -> dict[int, tuple[tuple[str, int], ...]]:
@@ -108,12 +118,7 @@ def shares_by_version(
     if not version_ids:
         return {}
     found: dict[int, list[tuple[str, int]]] = {}
-    rows = session.execute(
-        select(VersionShare.adapter_version_id, Account.name, VersionShare.share_bps)
-        .join(Account, VersionShare.account_id == Account.id)
-        .where(VersionShare.adapter_version_id.in_(sorted(set(version_ids))))
-        .order_by(VersionShare.adapter_version_id, VersionShare.share_bps.desc(), Account.name)
-    )
+    rows = session.execute(_SHARES, {"ids": sorted(set(version_ids))})
     for version_id, name, bps in rows:
         found.setdefault(version_id, []).append((name, bps))
     return {version_id: tuple(shares) for version_id, shares in found.items()}
