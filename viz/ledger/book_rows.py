@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from viz.errors import InvalidInput, NotFound
@@ -168,14 +168,37 @@ class Loaded:
 
 # --- reading --------------------------------------------------------------------------------
 
+# The statements every ledger transaction runs, built once (building one costs more than running
+# it on SQLite); the expanding parameters take lists.
+_CHAIN_HEAD = (
+    select(LedgerTransfer.seq, LedgerTransfer.chain).order_by(LedgerTransfer.seq.desc()).limit(1)
+)
+_ACCOUNTS_BY_CODE = (
+    select(LedgerAccount)
+    .where(LedgerAccount.code.in_(bindparam("codes", expanding=True)))
+    .execution_options(populate_existing=True)
+)
+_ACCOUNTS_BY_ID = select(LedgerAccount).where(
+    LedgerAccount.id.in_(bindparam("ids", expanding=True))
+)
+_TRANSFERS_BY_ID = select(LedgerTransfer).where(
+    LedgerTransfer.transfer_id.in_(bindparam("ids", expanding=True))
+)
+_OPEN_PENDING = select(LedgerPending.seq).where(LedgerPending.seq == bindparam("seq"))
+_OVERDUE = (
+    select(LedgerPending.seq)
+    .where(
+        LedgerPending.expires_at_us.is_not(None),
+        LedgerPending.expires_at_us <= bindparam("now"),
+    )
+    .order_by(LedgerPending.expires_at_us)
+    .limit(bindparam("limit"))
+)
+
 
 def chain_head(session: Session) -> tuple[int, str]:
     """(seq, chain hash) of the last stored transfer; (0, GENESIS) for an empty ledger."""
-    last = session.execute(
-        select(LedgerTransfer.seq, LedgerTransfer.chain)
-        .order_by(LedgerTransfer.seq.desc())
-        .limit(1)
-    ).first()
+    last = session.execute(_CHAIN_HEAD).first()
     return (last[0], last[1]) if last else (0, GENESIS)
 
 
@@ -184,27 +207,19 @@ def account_rows(session: Session, codes: Sequence[str]) -> list[LedgerAccount]:
     rows: list[LedgerAccount] = []
     for start in range(0, len(codes), CHUNK):
         rows += session.execute(
-            select(LedgerAccount)
-            .where(LedgerAccount.code.in_(codes[start : start + CHUNK]))
-            .execution_options(populate_existing=True)
+            _ACCOUNTS_BY_CODE, {"codes": list(codes[start : start + CHUNK])}
         ).scalars()
     return rows
 
 
 def accounts_by_id(session: Session, account_ids: Sequence[int]) -> list[LedgerAccount]:
-    return list(
-        session.execute(select(LedgerAccount).where(LedgerAccount.id.in_(account_ids))).scalars()
-    )
+    return list(session.execute(_ACCOUNTS_BY_ID, {"ids": list(account_ids)}).scalars())
 
 
 def transfer_rows(session: Session, transfer_ids: Sequence[str]) -> list[LedgerTransfer]:
     """The stored transfers with these ids (at most `CHUNK` of them)."""
     assert len(transfer_ids) <= CHUNK, "the book loads transfers a chunk at a time"
-    return list(
-        session.execute(
-            select(LedgerTransfer).where(LedgerTransfer.transfer_id.in_(transfer_ids))
-        ).scalars()
-    )
+    return list(session.execute(_TRANSFERS_BY_ID, {"ids": list(transfer_ids)}).scalars())
 
 
 def transfer_ids_by_seq(session: Session, seqs: Sequence[int]) -> dict[int, str]:
@@ -219,7 +234,7 @@ def transfer_ids_by_seq(session: Session, seqs: Sequence[int]) -> dict[int, str]
 
 def is_open_pending(session: Session, seq: int) -> bool:
     """Whether pending transfer `seq` still holds its funds (a row in `ledger_pending`)."""
-    return session.scalar(select(LedgerPending.seq).where(LedgerPending.seq == seq)) is not None
+    return session.scalar(_OPEN_PENDING, {"seq": seq}) is not None
 
 
 def resolution_rows(session: Session, pending_seq: int) -> list[LedgerTransfer]:
@@ -233,12 +248,7 @@ def resolution_rows(session: Session, pending_seq: int) -> list[LedgerTransfer]:
 
 def overdue_pending_seqs(session: Session, now_us: int, limit: int) -> list[int]:
     """Open pending transfers past their timeout at `now_us`, the longest overdue first."""
-    rows = session.execute(
-        select(LedgerPending.seq)
-        .where(LedgerPending.expires_at_us.is_not(None), LedgerPending.expires_at_us <= now_us)
-        .order_by(LedgerPending.expires_at_us)
-        .limit(limit)
-    ).all()
+    rows = session.execute(_OVERDUE, {"now": now_us, "limit": limit}).all()
     return [seq for (seq,) in rows]
 
 
