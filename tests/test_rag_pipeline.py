@@ -438,3 +438,12 @@ def test_eval_rag_runs_a_small_grid_writes_the_report_and_resumes(
     assert [(c["f1"], c["recall_at_k"]) for c in cells_again] == [
         (c["f1"], c["recall_at_k"]) for c in cells
     ]
+
+
+def test_a_grid_runs_only_the_methods_asked_for_and_names_an_unknown_one() -> None:
+    from viz.eval.rag import GridSettings, grid
+
+    settings = GridSettings(chunk_sizes=(800,), top_ks=(3,), candidates=(10,), methods=("rar",))
+    assert [cell.name for cell in grid(settings)] == ["rar-c800-n10-k3"]
+    with pytest.raises(InvalidInput, match="methods rerank"):
+        GridSettings(methods=("rar", "rerank")).check()

@@ -42,6 +42,7 @@ def rag(
     reranker: str = typer.Option("default", help="Trained reranker name, folder, or 'llm'"),
     model: str | None = typer.Option(None, "--model", "-m", help="Base model id"),
     max_tokens: int = typer.Option(64, help="Most tokens per answer"),
+    methods: str = typer.Option("vanilla,rag,rar", help="Which cells run: vanilla, rag, rar"),
     reader: str | None = typer.Option(
         None,
         help="A reader adapter merged into the base: its name in VIZ_HOME/adapters or a folder",
@@ -55,7 +56,8 @@ def rag(
 
     The grounded reader against the base on the best cells:
 
-    Example: viz eval rag --sample 100 --chunk-sizes 1600 --top-k 7 --candidates 50 --reader reader
+    Example: viz eval rag --sample 100 --methods rar --chunk-sizes 1600 --top-k 7 --candidates 50
+    --reader reader
     """
     settings = state(context).settings
     grid = GridSettings(
@@ -64,6 +66,7 @@ def rag(
         candidates=_numbers(candidates, "--candidates"),
         first_stage=first_stage,
         max_tokens=max_tokens,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
     )
     grid.check()
     if not (data / "questions.json").is_file():

@@ -60,6 +60,7 @@ from viz.rag.search import MODES, Hit
 
 __all__ = ["Cell", "GridSettings", "grid", "run_rag_eval"]
 
+METHODS = ("vanilla", "rag", "rar")
 VANILLA_SYSTEM = "Answer the question briefly, in one or two sentences."
 DEPTH = 50
 
@@ -88,6 +89,7 @@ class GridSettings:
     first_stage: str = "hybrid"
     max_tokens: int = 64
     min_relevance: float = 0.02
+    methods: tuple[str, ...] = METHODS  # which kinds of cell run
 
     def check(self) -> None:
         """Raise InvalidInput naming every bad setting."""
@@ -103,6 +105,9 @@ class GridSettings:
             problems.append(f"candidates values must be 1..{DEPTH}")
         if self.first_stage not in MODES:
             problems.append(f"first stage {self.first_stage!r} must be one of {', '.join(MODES)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            problems.append(f"methods {', '.join(unknown) or '(none)'}: use {', '.join(METHODS)}")
         if not 1 <= self.max_tokens <= 2048:
             problems.append(f"max tokens {self.max_tokens} must be 1..2048")
         if problems:
@@ -119,7 +124,7 @@ def grid(settings: GridSettings) -> list[Cell]:
         for k in settings.top_ks
         if n >= k
     ]
-    return cells
+    return [cell for cell in cells if cell.method in settings.methods]
 
 
 def run_rag_eval(
