@@ -73,8 +73,8 @@ def rag(
         raise InvalidInput(f"{data} has no questions.json; pass --data with a QASPER-format folder")
     llm = load_base(model, settings=settings)
     scorer = load_reranker_cached(reranker, settings, llm)
-    if reader is not None:  # after the reranker: an llm reranker scores with the plain base
-        llm = with_reader(llm, reader_folder(settings.adapters_dir, reader))
+    if reader not in (None, "none"):  # after the reranker: an llm reranker scores with the base
+        llm = with_reader(llm, reader_folder(settings.adapters_dir, str(reader)))
     folder = out or settings.home / "eval" / "rag"
     with tqdm(desc="eval rag", unit=" answers") as bar:
 
