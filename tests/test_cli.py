@@ -70,6 +70,7 @@ def test_every_command_help_carries_an_example(viz) -> None:
         ("generate",),
         ("serve",),
         ("adapters", "train"),
+        ("adapters", "train-reader"),
         ("adapters", "update"),
         ("adapters", "eval"),
         ("adapters", "list"),
