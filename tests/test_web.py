@@ -161,7 +161,9 @@ def test_a_creator_publishes_in_the_browser_and_sees_the_adapter(
     page.get_by_role("button", name="Search").click()
     assert page.get_by_role("heading", name="1 adapter").is_visible()
     shot(page, "catalogue")
-    page.get_by_role("link", name="Earnings").click()
+    with page.expect_navigation():  # the dashboard loads before it is read (CI once read early)
+        page.get_by_role("link", name="Earnings").click()
+    page.locator("main").get_by_role("link", name="river-songs").wait_for(timeout=10_000)
     assert page.locator("main").get_by_role("link", name="river-songs").is_visible()
     shot(page, "creator-dashboard")
 
