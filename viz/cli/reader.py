@@ -85,5 +85,5 @@ def train_reader_command(
         f"reader written to {out} (train loss {metrics['train_loss_first']:.3f} -> "
         f"{metrics['train_loss_last']:.3f}, {metrics['seconds']:.0f} s); publish it with:\n"
         f"  viz market publish {out} --account viz --name {name} --version 1.0.0 "
-        f"--licence {READER_LICENCE}"
+        f"--licence {READER_LICENCE} --price-in 10 --price-out 50"
     )
