@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import select
 
 from viz.accounts import create_api_key, get_account
+from viz.api import find_reader
 from viz.config import Settings
 from viz.errors import NotFound
 from viz.ledger import balances, topup
 from viz.rag.ingest import Selection, index_catalogue
 from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent
-from viz.training.reader import find_reader
 from worlds.catalogue import add_papers
 from worlds.ledger import build_market
 from worlds.serving import make_adapter, register, run_server

@@ -13,10 +13,17 @@ those of `viz.rag.cache`, the recommender that of `viz.routing.route`, re-export
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from viz.config import Settings
+from viz.errors import NotFound
+from viz.market.hierarchy import newest_approved
+from viz.market.merge import materialise_version
 from viz.models.generate import GenerationSettings, TokenStream, generate_text
 from viz.models.loading import LoadedModel, load_base_cached
 from viz.rag.answer import Answer, RagSettings, answer_question
@@ -26,10 +33,12 @@ from viz.rag.rerank import DEFAULT_RERANKER, reranker_folder
 from viz.rag.search import check_query
 from viz.routing.route import recommend_route
 from viz.store.database import open_database, session_scope
-from viz.training.reader import find_reader, with_reader
+from viz.store.schema import Adapter
+from viz.training.reader import reader_folder, with_reader
 
 __all__ = [
     "ask",
+    "find_reader",
     "generate",
     "load_base",
     "load_embedder_cached",
@@ -162,3 +171,32 @@ def _merged_reader(loaded: LoadedModel, folder: Path) -> LoadedModel:
         _MERGED.clear()  # one merged copy at a time: each is a whole model
         _MERGED[key] = with_reader(loaded, folder)
     return _MERGED[key]
+
+
+def find_reader(session: Session, settings: Settings, base_id: str, reader: str) -> Path | None:
+    """The reader adapter folder `ask` merges: the version of VIZ_RAG_READER (or the named
+    adapter) a request would get for `base_id` (`newest_approved`), written once from its blobs
+    to VIZ_HOME/cache/readers; else that adapter trained in VIZ_HOME/adapters; else None for
+    "default". A folder path names itself.
+
+    Raises:
+        NotFound: a named reader found nowhere.
+    """
+    name = settings.rag_reader if reader == "default" else reader
+    if reader == "none" or not name:
+        return None
+    adapter = session.scalar(select(Adapter).where(Adapter.name == name))
+    version = newest_approved(adapter) if adapter is not None else None
+    if adapter is not None and adapter.base_id == base_id and version is not None:
+        folder = settings.home / "cache" / "readers" / version.weights_sha256[:16]
+        if not folder.is_dir():
+            staging = folder.with_name(f".{folder.name}.writing")
+            shutil.rmtree(staging, ignore_errors=True)
+            materialise_version(settings.blobs_dir, version, staging).rename(folder)
+        return folder
+    try:
+        return reader_folder(settings.adapters_dir, name)
+    except NotFound:
+        if reader == "default":
+            return None
+        raise

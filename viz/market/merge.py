@@ -146,7 +146,7 @@ def merge_children(
     out = adapters_dir / f"{parent.name}-merged-{request.version}"
     with tempfile.TemporaryDirectory(prefix="viz-merge-") as scratch:
         folders = {
-            lab: _materialise(blobs_dir, version, Path(scratch) / f"c{i}")
+            lab: materialise_version(blobs_dir, version, Path(scratch) / f"c{i}")
             for i, (lab, version) in enumerate([(label, parent_version), *usable.items()])
         }
         outcome = measure_and_merge(
@@ -463,7 +463,7 @@ def _merged_manifest(
     }
 
 
-def _materialise(blobs_dir: Path, version: AdapterVersion, folder: Path) -> Path:
+def materialise_version(blobs_dir: Path, version: AdapterVersion, folder: Path) -> Path:
     """A PEFT folder for a catalogued version: its config and its weights, read by hash."""
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(version.config_json)

@@ -21,29 +21,23 @@ import copy
 import json
 import random
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from viz.datasets.qasper import Question, load_questions, paper_text
 from viz.errors import InvalidInput, NotFound
 from viz.models.loading import quiet_transformers
 from viz.models.precision import native_bf16
 from viz.rag.answer import CANNOT_FIND, numbered_messages
-from viz.store.blobs import blob_path
-from viz.store.schema import Adapter, AdapterVersion
 from viz.training._model import prepare_model
 from viz.training.adapters import load_adapter
 
 __all__ = [
     "ReaderConfig",
     "ReaderExample",
-    "find_reader",
     "reader_examples",
     "reader_folder",
     "tokenize",
@@ -316,47 +310,6 @@ def reader_folder(adapters_dir: Path, reader: str) -> Path:
         f"no reader adapter {reader!r} (neither {adapters_dir / reader} nor a folder of that "
         "name holds adapter_model.safetensors); train one with: viz adapters train-reader"
     )
-
-
-def find_reader(session: Any, settings: Any, base_id: str, reader: str) -> Path | None:
-    """The reader adapter folder `viz ask` merges (see `viz.api.ask`): the newest approved
-    version of VIZ_RAG_READER (or the named one) for `base_id`, written once from its blobs to
-    VIZ_HOME/cache/readers; else that adapter trained in VIZ_HOME/adapters; else None for
-    "default". A folder path names itself.
-
-    Raises:
-        NotFound: a named reader found nowhere.
-    """
-    if reader == "none":
-        return None
-    name = settings.rag_reader if reader == "default" else reader
-    if not name:
-        return None
-    version = session.scalar(
-        select(AdapterVersion)
-        .join(Adapter, AdapterVersion.adapter_id == Adapter.id)
-        .where(Adapter.name == name, Adapter.base_id == base_id)
-        .where(AdapterVersion.status == "approved")
-        .order_by(AdapterVersion.id.desc())
-        .limit(1)
-    )
-    if version is not None:
-        folder = settings.home / "cache" / "readers" / version.weights_sha256[:16]
-        if not (folder / "adapter_model.safetensors").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "adapter_config.json").write_text(version.config_json)
-            weights = blob_path(settings.blobs_dir, version.weights_sha256)
-            shutil.copyfile(weights, folder / ".adapter_model.safetensors.writing")
-            (folder / ".adapter_model.safetensors.writing").rename(
-                folder / "adapter_model.safetensors"
-            )
-        return Path(folder)
-    try:
-        return reader_folder(settings.adapters_dir, name)
-    except NotFound:
-        if reader == "default":
-            return None
-        raise
 
 
 def with_reader(loaded: Any, folder: Path) -> Any:
