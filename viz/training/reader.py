@@ -201,7 +201,7 @@ def train_reader(
 ) -> dict[str, Any]:
     """Train the reader LoRA on `examples` and write it (PEFT safetensors and a manifest that
     names `base` {id, weights_sha256} and the data's `provenance`) to `out`; returns the
-    manifest. bf16 autocast where the CPU computes bf16 natively, else fp32."""
+    manifest. bf16 autocast on CUDA and where the CPU computes bf16 natively, else fp32."""
     # deferred: torch is heavy
     import torch
 
@@ -224,17 +224,20 @@ def train_reader(
     encoded = [tokenize(tokenizer, e, config.prompt_tokens_max) for e in examples]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    bf16, losses, began = native_bf16(), [], time.monotonic()
+    device = next(model.parameters()).device  # prepare_model puts it on CUDA when there is one
+    bf16 = device.type == "cuda" or native_bf16()
+    losses, began = [], time.monotonic()
+    warm = max(1, config.steps // 20)  # linear warm-up over 5% of the steps, then linear decay
     model.train()
     for step in range(config.steps):
-        for group in optimizer.param_groups:  # linear warm-up over 5%, then linear decay
-            warm = max(1, config.steps // 20)
+        for group in optimizer.param_groups:
             decay = (config.steps - step) / (config.steps - warm + 1)
             group["lr"] = config.learning_rate * min((step + 1) / warm, decay)
         batch = rng.sample(encoded, min(config.batch_size, len(encoded)))
-        ids, labels, mask = _pad_left(batch, tokenizer.pad_token_id or tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id or tokenizer.eos_token_id
+        ids, labels, mask = (t.to(device) for t in _pad_left(batch, pad))
         answer = max(sum(1 for t in targets if t != -100) for _, targets in batch)
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             # Logits for the answer's positions only: the vocabulary (49k) x the whole prompt
             # would take gigabytes and most of the step's time.
             logits = model(
