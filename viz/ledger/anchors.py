@@ -26,7 +26,7 @@ from viz.log.store import append_entry
 from viz.store.database import write_lock
 from viz.store.schema import LedgerTransfer, LogEntry
 
-__all__ = ["ANCHOR_GRACE_S", "anchor_ledger", "anchor_span", "last_anchored"]
+__all__ = ["ANCHOR_GRACE_S", "anchor_ledger", "anchor_span", "last_anchored", "unanchored"]
 
 ANCHOR_GRACE_S = 60  # an unanchored transfer older than this is a finding of `verify`
 POSTED_PHASES = ("single", "post")
@@ -70,6 +70,11 @@ def anchor_span(
         )
     entry["chain"] = chain
     return append_entry(session, "ledger.batch", entry)
+
+
+def unanchored(session: Session) -> int:
+    """How many transfers no `ledger.batch` entry covers yet (read without the write lock)."""
+    return chain_head(session)[0] - last_anchored(session)
 
 
 def anchor_ledger(session: Session) -> LogEntry | None:

@@ -37,6 +37,7 @@ from viz.ledger import (
     settle,
     void_reservation,
 )
+from viz.ledger.anchors import unanchored
 from viz.store.database import session_scope
 from viz.store.gateway import IdempotencyKey, RequestInFlight, ServeLease
 from viz.store.windows import purge_windows
@@ -224,7 +225,11 @@ class Keeper:
             log.info(json.dumps({"lease": lease_id, "event": "recovered", **counts}))
 
     def anchor(self) -> None:
-        """Anchor the transfers written since the last anchor (any replica's)."""
+        """Anchor the transfers written since the last anchor (any replica's). An idle ledger
+        is only read: the write lock and a commit are taken only when there is a span."""
+        with session_scope(self.database) as session:
+            if not unanchored(session):
+                return
         with session_scope(self.database) as session:
             anchor_ledger(session)
 
