@@ -36,7 +36,7 @@ from viz.serving.leases import progress, track
 from viz.serving.logprobs import TokenTexts
 from viz.serving.options import answer_schema, check_logit_bias, sampling
 from viz.serving.protocol import ChatBody, CompletionBody, RouteOptions, TextBody
-from viz.serving.resolve import Resolved, resolve, with_reader
+from viz.serving.resolve import Resolved, compose_reader, resolve
 from viz.serving.server import Server
 from viz.serving.tools import ToolUse, call_schema, prompt_ids, tool_use
 from viz.store.database import session_scope
@@ -402,8 +402,8 @@ def _resolve(
     if body.viz.rag is not None:
         choice = body.viz.rag.reader
         name = server.settings.rag_reader if choice == "default" else choice
-        resolved = with_reader(
-            session, ref, resolved, name, account, parents=body.viz.parents, required=choice
+        resolved = compose_reader(
+            session, resolved, name, account, parents=body.viz.parents, required=choice
         )
     return resolved, route
 

@@ -21,7 +21,7 @@ from viz.market.hierarchy import ancestors, manifest_precision, newest_approved,
 from viz.serving.adapter_ref import ModelRef, Term
 from viz.store.schema import Account, Adapter, AdapterVersion, BaseModel
 
-__all__ = ["Resolved", "Use", "resolve", "with_reader"]
+__all__ = ["Resolved", "Use", "compose_reader", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,8 @@ def resolve(
     return Resolved(bases.pop(), precisions.pop(), tuple(uses))
 
 
-def with_reader(
+def compose_reader(
     session: Session,
-    ref: ModelRef,
     resolved: Resolved,
     name: str,
     caller: Account,
@@ -109,33 +108,32 @@ def with_reader(
     parents: bool,
     required: str,
 ) -> Resolved:
-    """`resolved` with the grounded reader adapter `name` composed last (a `viz.rag` request):
-    with `required` "default" only when the catalogue serves it for the same base and precision
-    (else `resolved` as it was); "none" (or no name): never; otherwise always, or an error. It
-    is metered and paid like any adapter.
+    """`resolved` with the grounded reader adapter `name` (and its parents) composed last, for a
+    `viz.rag` request: with `required` "default" only when the catalogue serves it for the same
+    base and precision (else `resolved` as it was); "none" (or no name): never; otherwise
+    always, or an error. It is metered and paid like any adapter.
 
     Raises:
         NotFound, Forbidden, InvalidInput: a named reader that cannot be served here.
     """
     if required == "none" or not name or any(use.name == name for use in resolved.uses):
         return resolved
-    terms = ref.terms if resolved.uses else ()
     try:
-        read = resolve(
-            session, ModelRef(f"{ref.text}+{name}", (*terms, Term(name))), caller, parents=parents
-        )
+        read = resolve(session, ModelRef(name, (Term(name),)), caller, parents=parents)
     except VizError:
         if required == "default":
             return resolved  # no reader published for this base: the base reads
         raise
-    if (read.base_id, read.precision) != (resolved.base_id, resolved.precision):
+    if not read.uses or (read.base_id, read.precision) != (resolved.base_id, resolved.precision):
         if required == "default":
             return resolved
         raise InvalidInput(
             f"reader {name!r} adapts {read.base_id} ({read.precision}), not "
             f"{resolved.base_id} ({resolved.precision}); name a reader for this base, or 'none'"
         )
-    return read
+    applied = {use.version_id for use in resolved.uses}
+    added = tuple(use for use in read.uses if use.version_id not in applied)
+    return Resolved(resolved.base_id, resolved.precision, resolved.uses + added)
 
 
 def _adapter(session: Session, name: str) -> Adapter:
