@@ -7,8 +7,8 @@
 2. adapter hot-load: p50 time to load an r=16, all-linear adapter from its blob (goal <= 20 ms),
    and the same plus catalogue resolution with 1,000 adapters catalogued;
 3. API overhead: p50 of the client's round trip minus the engine's own generation time for that
-   request (the `x-viz-generation-ms` header): HTTP, auth, resolution, reservation and settlement
-   (goal <= 10 ms).
+   request (the `x-viz-generation-ms` header): HTTP, auth, resolution, reservation and recording
+   the delivery (settlement runs after the answer; goal <= 10 ms).
 
 Example:
 

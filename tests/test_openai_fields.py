@@ -17,7 +17,7 @@ from viz.accounts import create_account, create_api_key
 from viz.config import Settings
 from viz.ledger import balances, topup
 from viz.store import open_database, session_scope
-from worlds.serving import run_server
+from worlds.serving import run_server, settled
 
 pytestmark = pytest.mark.model
 
@@ -31,7 +31,7 @@ class Api:
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
 
     def balance(self) -> int:
-        with session_scope(self.database) as session:
+        with settled(self.database) as session:
             return balances(session, "consumer:bob")[0].posted
 
 

@@ -21,7 +21,7 @@ from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent
 from worlds.catalogue import add_papers
 from worlds.ledger import build_market
-from worlds.serving import run_server
+from worlds.serving import run_server, settled
 
 PAPERS = ["1503.00841", "1601.02403"]
 QUESTION = "Which regularization terms do they propose on top of generalized expectation?"
@@ -38,7 +38,7 @@ class World:
 
     def posted(self, code: str) -> int:
         """The account's posted balance (0 before its first earning opens it)."""
-        with session_scope(self.database) as session:
+        with settled(self.database) as session:
             try:
                 return balances(session, code)[0].posted
             except NotFound:
@@ -98,7 +98,7 @@ def test_a_grounded_answer_lists_its_citations_and_pays_their_owners(world) -> N
         assert citation["licence"] == "CC-BY-4.0"
         assert citation["attribution"] == "Dasigi et al. 2021"
         assert f"[{citation['index']}]" in response.choices[0].message.content
-    with session_scope(world.database) as session:
+    with settled(world.database) as session:
         event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == response.id))
         assert event is not None
         assert sorted(json.loads(event.input_json)["citations"]) == cited_documents

@@ -278,6 +278,25 @@ def test_training_is_reproducible_by_seed(tmp_path, tiny_reranker) -> None:
     assert all(bool((first[k] == second[k]).all()) for k in first)
 
 
+def test_a_student_distils_from_its_teacher_starting_as_it(tmp_path, tiny_reranker) -> None:
+    from safetensors.torch import load_file
+
+    from viz.rag.rerank_train import TrainingSettings, train_cross_encoder
+
+    data = qasper_subset(tmp_path / "data", "qasper-train", 4)
+    with pytest.raises(InvalidInput, match="--layers 3 --max-tokens 256"):
+        TrainingSettings(teacher=str(tmp_path)).check()  # not a reranker folder
+    settings = TrainingSettings(
+        steps=2, layers=1, max_tokens=64, questions_per_step=2, teacher=str(tiny_reranker)
+    )
+    manifest = train_cross_encoder(data, tmp_path / "student", settings)
+    assert manifest["base"] == "tiny" and manifest["settings"]["teacher"] == str(tiny_reranker)
+    teacher = load_file(tiny_reranker / "model.safetensors")
+    student = load_file(tmp_path / "student" / "model.safetensors")
+    assert student.keys() == teacher.keys()  # the teacher's shape, first layers and head
+    assert any(not bool((student[k] == teacher[k]).all()) for k in student), "it trained"
+
+
 def test_reranker_folders_are_checked(tmp_path) -> None:
     from viz.rag.rerank import load_cross_encoder, load_reranker
 

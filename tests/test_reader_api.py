@@ -22,7 +22,7 @@ from viz.store import open_database, session_scope
 from viz.store.schema import UsageEvent
 from worlds.catalogue import add_papers
 from worlds.ledger import build_market
-from worlds.serving import make_adapter, register, run_server
+from worlds.serving import make_adapter, register, run_server, settled
 
 QUESTION = "Which regularization terms do they propose on top of generalized expectation?"
 
@@ -69,7 +69,7 @@ def ask(client: openai.OpenAI, rag: dict | None):  # type: ignore[no-untyped-def
 
 
 def composition(database, request_id: str) -> list[str]:  # type: ignore[no-untyped-def]
-    with session_scope(database) as session:
+    with settled(database) as session:
         event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == request_id))
         assert event is not None, "the request was metered"
         return [adapter for adapter, _, _ in json.loads(event.input_json)["composition"]]
@@ -80,7 +80,7 @@ def test_a_rag_request_reads_with_the_catalogues_reader_and_pays_its_creator(wor
     response = ask(client, {"collection": "papers", "top_k": 2, "candidates": 0})
     assert response.model.startswith("reader@"), response.model
     assert composition(database, response.id) == ["reader"]
-    with session_scope(database) as session:  # carol, the reader's creator, earned its royalty
+    with settled(database) as session:  # carol, the reader's creator, earned its royalty
         earned = balances(session, "creator:carol")[0].posted
     assert earned > 0
 

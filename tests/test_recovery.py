@@ -27,7 +27,7 @@ from viz.store import open_database, session_scope
 from viz.store.gateway import IdempotencyKey, RequestInFlight, ServeLease
 from viz.store.schema import AdapterVersion, LedgerPending, UsageEvent
 from worlds.ledger import build_market
-from worlds.serving import make_adapter, register, serve_process
+from worlds.serving import make_adapter, register, serve_process, settled
 
 QUESTION = "Name three rivers of Europe and say one thing about each."
 
@@ -190,7 +190,7 @@ def test_two_replicas_share_answers_and_rate_limits_and_refuse_bad_keys(home) ->
                 break
 
         answer = ask(bob[0], "shared-1")
-        with session_scope(home["database"]) as session:
+        with settled(home["database"]) as session:
             charged = session.scalar(select(func.count()).select_from(UsageEvent))
         replayed = ask(bob[1], "shared-1")  # the other replica
         with session_scope(home["database"]) as session:

@@ -33,7 +33,7 @@ from viz.serving.engines.builtin.calibrate import calibrate
 from viz.store import open_database, session_scope
 from viz.store.schema import Adapter, AdapterTag, AdapterVersion, Document, UsageEvent
 from worlds.catalogue import add_papers
-from worlds.serving import make_adapter, register, run_server
+from worlds.serving import make_adapter, register, run_server, settled
 
 BASE = "smollm2-135m-instruct"
 CHAIN = "english@1.0.0:0.25+nlp-research@1.0.0:0.5+translation@1.0.0:1"
@@ -317,6 +317,6 @@ def test_model_auto_in_the_api_returns_and_charges_the_chosen_chain(world) -> No
         chunks = list(auto("ram=400MB", stream=True))
         assert chunks[-1].model_extra["viz"]["route"]["precision"] == "nf4"
         assert "auto" in {m.id for m in client.models.list().data}
-    with world.session() as session:
+    with settled(world.database) as session:
         event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == small.id))
         assert event is not None and "translation@1.0.0" in event.settlement_json

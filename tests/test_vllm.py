@@ -31,7 +31,7 @@ from viz.serving.engines.vllm import VllmServer, check_served, rendezvous
 from viz.store import open_database, session_scope
 from viz.store.schema import AdapterVersion, UsageEvent
 from worlds.ledger import build_market
-from worlds.serving import cutting_proxy, make_adapter, register, run_server
+from worlds.serving import cutting_proxy, make_adapter, register, run_server, settled
 
 pytestmark = pytest.mark.model
 
@@ -407,12 +407,12 @@ def serving(database, home: Path, engine: str, urls: list[str]) -> Iterator[str]
 
 
 def balance(database, code: str) -> Balance:  # type: ignore[no-untyped-def]
-    with session_scope(database) as session:
+    with settled(database) as session:
         return balances(session, code)[0]
 
 
 def usage_event(database, request_id: str) -> UsageEvent | None:  # type: ignore[no-untyped-def]
-    with session_scope(database) as session:
+    with settled(database) as session:
         event = session.scalar(select(UsageEvent).where(UsageEvent.request_id == request_id))
         if event is not None:
             session.expunge(event)

@@ -26,7 +26,7 @@ from viz.store.database import open_database, session_scope
 from viz.store.schema import AdapterVersion, ApiKey, UsageEvent
 from viz.web.auth import set_password
 from worlds.catalogue import add_tiny_base
-from worlds.serving import run_server
+from worlds.serving import run_server, settled
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("VIZ_TEST_ARTIFACTS", REPO / "test-artifacts")) / "screenshots"
@@ -216,7 +216,7 @@ def test_a_consumer_creates_a_key_uses_the_playground_and_sees_usage_and_balance
 
     page.goto("/dashboard/ada/consumer")
     balance_after = _micro(page.inner_text("#balance"))
-    with session_scope(site["database"]) as session:
+    with settled(site["database"]) as session:
         charged = session.scalar(select(func.sum(UsageEvent.charge)))
     assert charged and balance_after == balance_before - charged
     assert published in page.inner_text("#usage-per-adapter")

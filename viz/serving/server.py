@@ -1,7 +1,7 @@
 """The gateway's state for one process: engines by (base, precision), resident adapters, its
-lease (`viz.serving.leases`: what another replica recovers if it dies), the retriever and the
-Prometheus metrics. What replicas must agree on (idempotent answers, rate limits, requests in
-flight) is in the database, not here.
+lease (`viz.serving.leases`: what another replica recovers if it dies), its settler
+(`viz.serving.settler`), the retriever and the Prometheus metrics. What replicas must agree on
+(idempotent answers, rate limits, requests in flight) is in the database, not here.
 
 Engines are opened on first use through `viz.serving.engines.open_engine` (which imports the
 engine's machinery then, never at import time).
@@ -31,6 +31,7 @@ from viz.serving.grounding import Retriever
 from viz.serving.idempotency import evict
 from viz.serving.leases import Keeper
 from viz.serving.resolve import Resolved
+from viz.serving.settler import Settler
 from viz.store.blobs import blob_path
 from viz.store.database import session_scope
 
@@ -48,6 +49,7 @@ class Server:
     hardware: Hardware = field(default_factory=detect_hardware)
     adapters: Any = field(init=False)  # the engines' shared resident-adapter cache
     keeper: Keeper = field(init=False)  # this process's lease
+    settler: Settler = field(init=False)  # settles delivered requests after their answers
 
     def __post_init__(self) -> None:
         with session_scope(self.database) as session:  # a fresh home lists and serves them
@@ -83,6 +85,7 @@ class Server:
                 bytes_max=settings.idempotency_bytes_max,
             ),
         )
+        self.settler = Settler(self.database, fee_bps=settings.platform_fee_bps)
 
     def engine(self, base_id: str, precision: str) -> Engine:
         """The engine of this base and precision, loading the model on first use (vLLM
@@ -135,6 +138,7 @@ class Server:
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close(drain_s=self.settings.serve_drain_s)
+        self.settler.close()
         self.retriever.close()
         self.keeper.close()
 

@@ -2,12 +2,14 @@
 
 - `serve_leases`: one row per running `viz serve` process, renewed while it lives;
 - `requests_in_flight`: a request being served, with its reservation's holder (a lease) and the
-  tokens sent so far, so that another process can settle or void it when that lease lapses;
+  tokens sent so far, so that another process can settle or void it when that lease lapses; a
+  delivered request stays until the settler (`viz.serving.settler`) settles it after its answer;
 - `idempotency_keys`: each `Idempotency-Key`'s attempts and its stored answer (replayed by any
   replica, after any restart);
 - `rate_windows`: fixed-window counters (API requests per account, logins, sign-ups).
 
-Registered on `viz.store.schema.Base` (schema.py imports this module), created by migration 0007.
+Registered on `viz.store.schema.Base` (schema.py imports this module), created by migrations
+0007 and 0008.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class RequestInFlight(Base):
     """A request being served by lease `lease_id`: what to settle if that process dies.
 
     `usage_json` is the usage as reserved, without its completion tokens; `tokens_sent` is what
-    the client was sent so far (a stream's progress, written at a bounded interval)."""
+    the client was sent so far (a stream's progress, written at a bounded interval). Once the
+    answer is delivered, `delivered_at_us` is set and `usage_json` and `tokens_sent` are final:
+    whoever settles the row (this process's settler, or recovery) settles it in full."""
 
     __tablename__ = "requests_in_flight"
 
@@ -47,6 +51,7 @@ class RequestInFlight(Base):
     usage_json: Mapped[str] = mapped_column(Text)
     tokens_sent: Mapped[int] = mapped_column(Integer, default=0)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+    delivered_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class IdempotencyKey(Base):

@@ -16,6 +16,7 @@ from sqlalchemy import Engine as Database
 from sqlalchemy.orm import Session
 
 from viz.accounts.keys import create_api_key, revoke_api_key
+from viz.serving.settler import wait_settled
 from viz.store.database import session_scope
 from viz.store.schema import Account
 from viz.web._page import Visit, checked_form, own, render, visit
@@ -23,6 +24,8 @@ from viz.web.charts import line_chart
 from viz.web.views.dashboards import consumer_dashboard, creator_dashboard
 
 __all__ = ["DashboardPages", "dashboards_router"]
+
+SETTLED_WAIT_S = 2.0  # a money page waits this long at most for answers' settlements
 
 
 class DashboardPages:
@@ -40,6 +43,7 @@ class DashboardPages:
             return RedirectResponse(f"/dashboard/{seen.account.name}/consumer", status_code=303)
 
     def creator(self, request: Request, name: str) -> Response:
+        wait_settled(self.database, SETTLED_WAIT_S)  # answers are settled just after they go out
         with session_scope(self.database) as session:
             seen = visit(request, session)
             account = own(session, seen, name)
@@ -50,6 +54,7 @@ class DashboardPages:
             return render(request, "creator.html", seen, owner=account, page=page, chart=chart)
 
     def consumer(self, request: Request, name: str) -> Response:
+        wait_settled(self.database, SETTLED_WAIT_S)
         with session_scope(self.database) as session:
             seen = visit(request, session)
             return _consumer_page(request, session, seen, own(session, seen, name))
