@@ -8,8 +8,9 @@ as a probability of relevance). A minute or two on a CPU with the defaults, repr
 (same seed, same data -> same weights on the same machine), saved as an ordinary
 `AutoModelForSequenceClassification` safetensors folder that `viz.rag.rerank` loads.
 
-The defaults (1 layer, 128 tokens) are the fastest shape that keeps the default pipeline's
-recall@5 above 1.15x BM25 on QASPER dev (`bench/results/rag-cpu.txt`).
+The defaults (1 layer, 128 tokens) are the fastest shape measured; distilled from a 3-layer,
+256-token teacher it keeps the default pipeline's recall@5 at 1.15x BM25 on QASPER dev (1.12x
+undistilled; `bench/results/rag-cpu.txt`).
 
 Distillation (`teacher=`): a bigger trained reranker (say 3 layers, 256 tokens) scores every
 pair of each group too, and the student also learns the teacher's softmax over the group (KL
