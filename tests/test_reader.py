@@ -75,3 +75,30 @@ def test_a_short_run_writes_an_adapter_that_merges_without_touching_the_base(
     assert not torch.equal(dict(merged.model.named_parameters())[name], before)
     with pytest.raises(Exception, match="exists"):
         train_reader(smollm2_folder, examples, out, config, base={}, provenance={})
+
+
+def test_the_shipped_reader_is_a_servable_lora_for_the_default_base(smollm2, tmp_path) -> None:
+    import json
+
+    from viz.errors import NotFound
+    from viz.models.registry import BUILTIN_BASES
+    from viz.serving.engines.lora import load_lora
+    from viz.training.reader import shipped_reader
+
+    folder = shipped_reader()
+    manifest = json.loads((folder / "viz-manifest.json").read_text())
+    base = next(iter(BUILTIN_BASES.values()))
+    assert manifest["kind"] == "reader" and manifest["base"]["id"] == base.id
+    assert manifest["base"]["weights_sha256"] == base.weights_sha256  # trained on these weights
+    assert manifest["data"]["licence"] == "CC-BY-4.0"
+    config = (folder / "adapter_config.json").read_text()
+    loaded = load_lora(folder / "adapter_model.safetensors", config, version_id=1, label="reader")
+    assert loaded.rank == 16 and len(loaded.modules) == 7 * 30  # every linear layer, 30 layers
+    assert all(a.dtype == torch.float32 for a, _ in loaded.modules.values())  # served upcast
+    merged = with_reader(smollm2, folder)  # and it merges for `viz ask`
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(
+        dict(merged.model.named_parameters())[name], dict(smollm2.model.named_parameters())[name]
+    )
+    with pytest.raises(NotFound, match="viz adapters train-reader"):
+        shipped_reader("no-such-base")

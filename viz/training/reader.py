@@ -40,6 +40,7 @@ __all__ = [
     "ReaderExample",
     "reader_examples",
     "reader_folder",
+    "shipped_reader",
     "tokenize",
     "train_reader",
     "with_reader",
@@ -298,6 +299,25 @@ def _pad_left(batch: list[tuple[list, list]], pad_id: int) -> tuple[Any, Any, An
         labels[row, width - len(targets) :] = torch.tensor(targets)
         mask[row, width - len(tokens) :] = 1
     return ids, labels, mask
+
+
+SHIPPED = Path(__file__).parent / "readers"  # trained readers that come with Viz, per base
+
+
+def shipped_reader(base_id: str = "smollm2-135m-instruct") -> Path:
+    """The reader trained for `base_id` that ships with Viz (120 steps on QASPER-train; its
+    README and manifest say how), ready for `viz market publish`.
+
+    Raises:
+        NotFound: none ships for that base.
+    """
+    folder = SHIPPED / base_id
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise NotFound(
+            f"no reader ships for {base_id}; train one with: viz adapters train-reader --base "
+            f"{base_id}"
+        )
+    return folder
 
 
 def reader_folder(adapters_dir: Path, reader: str) -> Path:
